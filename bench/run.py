@@ -1,0 +1,79 @@
+"""Run the benchmarks of shared/WORKLOADS.md.
+
+    python bench/run.py T1 --transport memory --events 1000000 --repeat 5
+    python bench/run.py all          # every workload at its default size; appends RESULTS.md
+
+Each run prints one line per implementation (eventray and the baselines measured in the same
+run); with --repeat the medians follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from .harness import Options, Row, Workload, append_results, emit, medians
+from .topics import t1
+
+
+@dataclass(frozen=True)
+class Spec:
+    run: Workload
+    events: int
+    transports: tuple[str, ...]
+    parallelism: tuple[int, ...] = (1,)
+
+
+WORKLOADS: dict[str, Spec] = {
+    "T1": Spec(t1, 1_000_000, ("memory",)),
+}
+
+
+def run(name: str, options: Options, repeat: int) -> list[Row]:
+    rows: list[Row] = []
+    for _ in range(repeat):
+        for row in WORKLOADS[name].run(options):
+            emit(row)
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("workload", choices=[*WORKLOADS, "all"])
+    parser.add_argument("--transport", default=None)
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--parallelism", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=None)
+    args = parser.parse_args(argv)
+    names = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    repeat = args.repeat or (5 if args.workload == "all" else 1)
+    everything: list[Row] = []
+    for name in names:
+        spec = WORKLOADS[name]
+        transports = [args.transport] if args.transport else list(spec.transports)
+        levels = [args.parallelism] if args.parallelism else list(spec.parallelism)
+        for transport in transports:
+            for parallelism in levels:
+                options = Options(transport, args.events or spec.events, parallelism)
+                everything += run(name, options, repeat)
+    summary = medians(everything)
+    if repeat > 1:
+        print(f"medians of {repeat} runs:")
+        for row in summary:
+            print("  " + row.line())
+    if args.workload == "all":
+        append_results(summary, repeat, "python bench/run.py all")
+    return 0 if all(row.ok for row in everything) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""eventray: events for Ray programs, asyncio-first.
+
+Topics to publish and subscribe, streams whose stages are checkpointed async polling loops,
+and connectors selected by ``kind``; the same code runs in one process (``"memory"``), on Ray
+(the default) or on Kafka.
+"""
+
+from ._adapters import Processor, Subscriber
+from ._bus import DEAD_LETTERS, Bus, connect
+from ._connector import BaseSink, BaseSource, Connector, ConnectorConfig, alias_field
+from ._delivery import SubscriptionSpec
+from ._errors import (
+    ClosedError,
+    ConfigError,
+    ConnectorError,
+    EventrayError,
+    PluginError,
+    StageFailed,
+    TopicFull,
+    TransportError,
+    UnknownKindError,
+)
+from ._event import DeadLetter, Event
+from ._polling import PollingSource
+from ._protocols import Operator, Sink, Source, TopicBackend, Transport
+from ._registry import connector, registry
+from ._topic import Subscription, Topic, TopicIterator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEAD_LETTERS",
+    "BaseSink",
+    "BaseSource",
+    "Bus",
+    "ClosedError",
+    "ConfigError",
+    "Connector",
+    "ConnectorConfig",
+    "ConnectorError",
+    "DeadLetter",
+    "Event",
+    "EventrayError",
+    "Operator",
+    "PluginError",
+    "PollingSource",
+    "Processor",
+    "Sink",
+    "Source",
+    "StageFailed",
+    "Subscriber",
+    "Subscription",
+    "SubscriptionSpec",
+    "Topic",
+    "TopicBackend",
+    "TopicFull",
+    "TopicIterator",
+    "Transport",
+    "TransportError",
+    "UnknownKindError",
+    "__version__",
+    "alias_field",
+    "connect",
+    "connector",
+    "registry",
+]

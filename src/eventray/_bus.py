@@ -1,0 +1,333 @@
+"""The bus: what ``er.connect`` returns, owner of topics, feeds and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from ._adapters import (
+    AsyncCallableSubscriber,
+    CallableSubscriber,
+    Failures,
+    Processor,
+    ProcessorSubscriber,
+    SinkSubscriber,
+    Subscriber,
+    TopicSubscriber,
+    describe_target,
+    is_async_callable,
+    processor_for,
+)
+from ._errors import ClosedError, ConfigError
+from ._event import DeadLetter, Event, describe
+from ._protocols import Operator, Sink, Source, Transport
+from ._registry import registry
+from ._tasks import TaskOwner
+from ._topic import Topic
+
+log = logging.getLogger("eventray")
+
+DEAD_LETTERS = "dead-letters"
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9_.\-/>]{1,200}$")
+
+
+class Bus:
+    """A connection to a transport: topics by name, and (later) streams and jobs.
+
+    Use ``async with er.connect(...) as bus:`` or call ``await bus.close()``. Closing drains
+    what was published (up to ``close_timeout`` seconds), then stops sources, subscribers and
+    every background task the bus started.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        buffer_size: int = 1000,
+        max_batch: int = 1000,
+        close_timeout: float = 30.0,
+    ) -> None:
+        for name, value in (("buffer_size", buffer_size), ("max_batch", max_batch)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"must be a positive int, got {value!r}", field=name)
+        if close_timeout <= 0:
+            raise ConfigError(f"must be positive, got {close_timeout!r}", field="close_timeout")
+        self.transport = transport
+        self.buffer_size = buffer_size
+        self.max_batch = max_batch
+        self.close_timeout = close_timeout
+        self._tasks = TaskOwner(f"bus:{transport.name}")
+        self._feeds = TaskOwner(f"feeds:{transport.name}")
+        self._topics: dict[str, Topic[Any]] = {}
+        self._internal: list[Topic[Any]] = []
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Bus {self.transport.name} topics={len(self._topics)}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # topics
+
+    def topic(
+        self,
+        name: str,
+        *,
+        source: object = None,
+        sink: object = None,
+        operator: object = None,
+    ) -> Topic[Any]:
+        """The topic called ``name`` (created on first use).
+
+        ``source`` (a source connector or ``{"kind": ...}`` config) feeds it once it has a
+        subscriber; ``sink`` subscribes a sink; ``operator`` (a callable, async callable,
+        ``Operator`` or transport-specific kind such as a Ray actor) makes it an operator
+        topic that publishes what the operator returns for each event, dropping ``None``.
+        """
+        self._check_open()
+        if not isinstance(name, str) or not _TOPIC_NAME.match(name):
+            raise ConfigError(
+                f"topic names are 1-200 letters, digits or . _ - / >, got {name!r}",
+                field="name",
+            )
+        built_source = registry.build(source, role="source") if source is not None else None
+        built_sink = registry.build(sink, role="sink") if sink is not None else None
+        topic = self._topics.get(name)
+        if topic is not None and operator is not None:
+            raise ConfigError(
+                f"topic {name!r} already exists; operator= is only accepted when it is created",
+                field="operator",
+            )
+        if topic is None:
+            processor = self._adapt_operator(operator) if operator is not None else None
+            topic = self._new_topic(name)
+            if processor is not None:
+                entry = self._new_topic(f"{name}>in")
+                self._internal.append(entry)
+                entry.subscribe(
+                    ProcessorSubscriber(processor, topic), name=f"operator:{processor.name}"
+                )
+                topic._input = entry
+            self._topics[name] = topic
+        if built_sink is not None:
+            topic.subscribe(built_sink)
+        if built_source is not None:
+            topic._attach_source(built_source)  # type: ignore[arg-type]
+        return topic
+
+    @property
+    def dead_letters(self) -> Topic[DeadLetter]:
+        """The ``dead-letters`` topic: records a subscriber, operator or stage failed on."""
+        return self.topic(DEAD_LETTERS)
+
+    def topics(self) -> list[str]:
+        """The names of the topics this bus has used."""
+        return sorted(self._topics)
+
+    def _new_topic(self, name: str) -> Topic[Any]:
+        backend = self.transport.topic_backend(name)
+        return Topic(self, name, backend, buffer_size=self.buffer_size, max_batch=self.max_batch)
+
+    # adapting what users pass
+
+    def _adapt_subscriber(
+        self, target: object, topic: Topic[Any], *, events: bool
+    ) -> tuple[Subscriber, object]:
+        if isinstance(target, Subscriber):
+            return target, target
+        if isinstance(target, Topic):
+            return TopicSubscriber(target), target
+        adapted = self.transport.adapt_subscriber(target)
+        if adapted is not None:
+            return adapted, target
+        if isinstance(target, Mapping):
+            sink: Any = registry.build(target, role="sink")
+            return SinkSubscriber(sink), sink
+        if isinstance(target, Sink):
+            return SinkSubscriber(target), target
+        if isinstance(target, Operator):
+            operator_topic = self.topic(self._fresh_name(f"{topic.name}>{type(target).__name__}"),
+                                        operator=target)
+            return TopicSubscriber(operator_topic), operator_topic
+        if callable(target):
+            if is_async_callable(target):
+                return AsyncCallableSubscriber(target, events=events), target
+            return CallableSubscriber(target, events=events), target
+        raise ConfigError(
+            f"cannot subscribe a {type(target).__name__}: expected a callable, a topic, "
+            "a sink or sink config, an operator, or a kind the transport accepts",
+            field="subscriber",
+        )
+
+    def _adapt_operator(self, target: object) -> Processor:
+        adapted = self.transport.adapt_operator(target)
+        if adapted is None:
+            adapted = processor_for(target)
+        if adapted is None:
+            raise ConfigError(
+                f"cannot use a {type(target).__name__} as an operator: expected a callable, "
+                "an async callable, an Operator, or a kind the transport accepts",
+                field="operator",
+            )
+        return adapted
+
+    def _fresh_name(self, base: str) -> str:
+        name, n = base, 1
+        while name in self._topics:
+            n += 1
+            name = f"{base}.{n}"
+        return name
+
+    # dead letters
+
+    def _failure_handler(self, topic: str) -> Callable[[Failures, str], Awaitable[None]]:
+        if topic == DEAD_LETTERS:
+            return self._log_failures
+        return self._dead_letter
+
+    async def _log_failures(self, failures: Failures, stage: str) -> None:
+        event, error = failures[0]
+        log.warning(
+            "%s failed on %d event(s), first %r: %s",
+            stage, len(failures), event.value, describe(error),
+        )
+
+    async def _dead_letter(self, failures: Failures, stage: str) -> None:
+        await self._log_failures(failures, stage)
+        letters = [
+            Event(DeadLetter.of(event, error, stage), event.key, event.ts, event.headers)
+            for event, error in failures
+        ]
+        try:
+            await self.dead_letters._publish_events(letters)
+        except ClosedError:
+            log.warning("bus closed: %d dead letter(s) from %s dropped", len(letters), stage)
+
+    # sources
+
+    def _start_feed(self, topic: Topic[Any], source: Source) -> None:
+        name = f"feed:{topic.name}:{getattr(source, 'kind', '') or describe_target(source)}"
+        self._feeds.spawn(_feed(topic, source, self.max_batch), name=name)
+
+    # lifecycle
+
+    async def _ensure_open(self) -> None:
+        if self._opened:
+            return
+        async with self._open_lock:
+            if not self._opened:
+                self._check_open()
+                await self.transport.open()
+                self._opened = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the bus is closed")
+
+    async def close(self, *, drain: bool = True) -> None:
+        """Stop sources, deliver what was published (``drain``), then stop everything."""
+        if self._closed:
+            return
+        topics = [*self._internal, *self._topics.values()]
+        drain = drain and any(topic._pump is not None for topic in topics)
+        if drain:
+            await self._ensure_open()
+        self._closed = True
+        await self._feeds.aclose()
+        if drain:
+            await self._drain(topics)
+        for topic in topics:
+            await topic._close()
+        await self._tasks.aclose()
+        if self._opened:
+            await self.transport.close()
+
+    async def _drain(self, topics: list[Topic[Any]]) -> None:
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                for topic in topics:
+                    if not topic._closed:
+                        await topic._flush(set())
+        except TimeoutError:
+            log.warning(
+                "bus close: delivery did not finish within %.1fs; undelivered events dropped",
+                self.close_timeout,
+            )
+
+    async def __aenter__(self) -> Bus:
+        await self._ensure_open()
+        return self
+
+    async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
+        await self.close(drain=exc_type is None)
+
+
+async def _feed(topic: Topic[Any], source: Source, max_batch: int) -> None:
+    """Publish what ``source`` reads into ``topic`` until it ends.
+
+    A source that fails to start or to read is retried with capped exponential backoff and
+    jitter: a flaky service slows a feed down but never ends it.
+    """
+    started = False
+    failures = 0
+    try:
+        while True:
+            try:
+                if not started:
+                    await source.start()
+                    started = True
+                batch = await source.read(max_batch)
+            except Exception as exc:
+                failures += 1
+                wait = random.uniform(0, min(30.0, 0.1 * 2**failures))
+                log.warning(
+                    "source of %r failed (%s); retrying in %.2fs",
+                    topic.name, describe(exc), wait,
+                )
+                await asyncio.sleep(wait)
+                continue
+            failures = 0
+            if batch is None:
+                return
+            if batch:
+                await topic._publish_events(list(batch))
+    finally:
+        if started:
+            await source.stop()
+
+
+def connect(
+    url: str | None = None,
+    /,
+    *,
+    buffer_size: int = 1000,
+    max_batch: int = 1000,
+    close_timeout: float = 30.0,
+    **options: Any,
+) -> Bus:
+    """Connect to a transport: ``"memory"``, ``"ray"`` (the default), ``"ray://host:10001"``,
+    ``"kafka://host:9092"`` or any scheme a plugin registers.
+
+    ``EVENTRAY_URL`` overrides the default. Other keyword ``options`` go to the transport.
+    """
+    chosen = url or os.environ.get("EVENTRAY_URL") or "ray"
+    if not isinstance(chosen, str):
+        raise ConfigError(f"expected a URL string, got {chosen!r}", field="url")
+    scheme = chosen.split("://", 1)[0]
+    factory = registry.transport_factory(scheme)
+    try:
+        transport = factory(chosen, **options)
+    except TypeError as exc:
+        raise ConfigError(f"bad transport options: {exc}", kind=scheme) from exc
+    return Bus(
+        transport, buffer_size=buffer_size, max_batch=max_batch, close_timeout=close_timeout
+    )

@@ -1,0 +1,71 @@
+"""The ``eventray`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._errors import EventrayError
+from ._registry import registry
+
+
+def _connectors(as_json: bool) -> int:
+    rows: list[dict[str, Any]] = []
+    for kind, plugin in registry.kinds().items():
+        try:
+            role = registry.connector_class(kind).role
+            fields = registry.fields(kind)
+        except EventrayError as exc:
+            print(f"{kind}: {exc}", file=sys.stderr)
+            continue
+        rows.append(
+            {
+                "kind": kind,
+                "role": role,
+                "plugin": f"{plugin.distribution} {plugin.version}".strip(),
+                "fields": [
+                    {"name": f.name, "type": f.type, "required": f.required,
+                     "aliases": list(f.aliases)}
+                    for f in fields
+                ],
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print('no connector plugins installed (try: pip install "eventray[http]")')
+        return 0
+    for row in rows:
+        print(f"{row['kind']}  ({row['role']}, from {row['plugin']})")
+        for field in row["fields"]:
+            alias = f" (alias {', '.join(field['aliases'])})" if field["aliases"] else ""
+            need = "required" if field["required"] else "optional"
+            print(f"    {field['name']}: {field['type']}, {need}{alias}")
+    return 0
+
+
+def _transports() -> int:
+    for scheme, plugin in registry.transports().items():
+        print(f"{scheme}  (from {plugin.distribution} {plugin.version})".rstrip())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``eventray`` command."""
+    parser = argparse.ArgumentParser(prog="eventray", description="eventray command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("connectors", help="list installed connector kinds")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    commands.add_parser("transports", help="list installed transports")
+    args = parser.parse_args(argv)
+    if args.command == "connectors":
+        return _connectors(args.json)
+    return _transports()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

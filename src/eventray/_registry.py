@@ -1,0 +1,213 @@
+"""The plugin registry: connector kinds and transports found through entry points.
+
+Plugins register connector classes under the ``eventray.connectors`` group (entry point name =
+kind) and transport factories under ``eventray.transports`` (name = URL scheme). Nothing is
+imported until a kind or transport is used; a plugin that fails to load raises a
+``PluginError`` naming the plugin.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._connector import Connector
+from ._errors import ConfigError, PluginError, UnknownKindError
+from ._protocols import Sink, Source, Transport
+
+log = logging.getLogger("eventray")
+
+CONNECTORS_GROUP = "eventray.connectors"
+TRANSPORTS_GROUP = "eventray.transports"
+
+# Where first-party kinds and transports come from, for the hint in "unknown kind" errors.
+_FIRST_PARTY = {
+    "ray": "ray",
+    "kafka": "kafka",
+    "http-source": "http",
+    "webhook-source": "http",
+    "http-sink": "http",
+    "slack-sink": "http",
+    "smtp-": "smtp",
+    "satellite-": "satellite",
+    "sms-": "sms",
+    "file-": "files",
+    "object-storage-": "files",
+    "ray-job-": "rayjobs",
+}
+
+
+def install_hint(name: str) -> str | None:
+    """The install command for a first-party kind or transport, if ``name`` is one."""
+    for prefix, plugin in _FIRST_PARTY.items():
+        if name == prefix or (prefix.endswith("-") and name.startswith(prefix)):
+            return f'pip install "eventray[{plugin}]"'
+    if name.startswith("kafka-"):
+        return 'pip install "eventray[kafka]"'
+    return None
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One config field of a connector kind, for listings."""
+
+    name: str
+    type: str
+    required: bool
+    default: Any
+    aliases: tuple[str, ...]
+
+
+@dataclass
+class Plugin:
+    """One entry point: what it is called, which distribution supplied it, how to load it."""
+
+    name: str
+    distribution: str
+    version: str
+    entry_point: metadata.EntryPoint
+    _loaded: Any = field(default=None, repr=False)
+
+    def load(self) -> Any:
+        if self._loaded is None:
+            try:
+                self._loaded = self.entry_point.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"failed to load: {type(exc).__name__}: {exc}",
+                    plugin=self.distribution,
+                    entry_point=self.entry_point.value,
+                ) from exc
+        return self._loaded
+
+
+class Registry:
+    """Installed connector kinds and transports, loaded lazily from entry points."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, dict[str, Plugin]] = {}
+
+    def refresh(self) -> None:
+        """Forget what was discovered, so newly installed plugins are found."""
+        self._groups.clear()
+
+    def _plugins(self, group: str) -> dict[str, Plugin]:
+        if group not in self._groups:
+            found: dict[str, Plugin] = {}
+            for ep in metadata.entry_points(group=group):
+                dist = ep.dist.name if ep.dist else "unknown"
+                version = ep.dist.version if ep.dist else ""
+                if ep.name in found and found[ep.name].distribution != dist:
+                    log.warning(
+                        "%s %r is provided by both %s and %s; using %s",
+                        group, ep.name, found[ep.name].distribution, dist,
+                        found[ep.name].distribution,
+                    )
+                    continue
+                found[ep.name] = Plugin(ep.name, dist, version, ep)
+            self._groups[group] = found
+        return self._groups[group]
+
+    # connector kinds
+
+    def kinds(self) -> dict[str, Plugin]:
+        """Every installed connector kind and the plugin that supplies it."""
+        return dict(sorted(self._plugins(CONNECTORS_GROUP).items()))
+
+    def connector_class(self, kind: str) -> type[Connector[Any]]:
+        """The connector class registered for ``kind``."""
+        plugins = self._plugins(CONNECTORS_GROUP)
+        if kind not in plugins:
+            raise UnknownKindError("connector kind", kind, plugins, install_hint(kind))
+        plugin = plugins[kind]
+        cls = plugin.load()
+        if not (isinstance(cls, type) and issubclass(cls, Connector)):
+            raise PluginError(
+                "the entry point is not an eventray Connector class",
+                plugin=plugin.distribution,
+                entry_point=plugin.entry_point.value,
+            )
+        return cls
+
+    def fields(self, kind: str) -> list[FieldInfo]:
+        """The config fields of ``kind``, in declaration order."""
+        config_type = self.connector_class(kind).config_type
+        out = []
+        for name, info in config_type.model_fields.items():
+            alias = info.validation_alias
+            aliases = tuple(
+                choice
+                for choice in getattr(alias, "choices", [alias] if alias else [])
+                if isinstance(choice, str) and choice != name
+            )
+            annotation = info.annotation
+            type_name = getattr(annotation, "__name__", None) or str(annotation)
+            out.append(
+                FieldInfo(name, type_name, info.is_required(), info.default, aliases)
+            )
+        return out
+
+    def build(
+        self, spec: object, *, role: Literal["source", "sink"] | None = None
+    ) -> Source | Sink:
+        """A connector from a ``{"kind": ...}`` mapping or an already built instance."""
+        if isinstance(spec, Mapping):
+            if "kind" not in spec:
+                raise ConfigError("a connector config needs a 'kind'", field="kind")
+            kind = spec["kind"]
+            if not isinstance(kind, str):
+                raise ConfigError(f"must be a string, got {kind!r}", field="kind")
+            instance: Any = self.connector_class(kind)(spec)
+        elif isinstance(spec, (Source, Sink)):
+            instance = spec
+        else:
+            raise ConfigError(
+                f"expected a {{'kind': ...}} dict or a connector, got {type(spec).__name__}"
+            )
+        if role == "source" and not isinstance(instance, Source):
+            raise ConfigError(f"{_name(instance)} is not a source", kind=_kind(instance))
+        if role == "sink" and not isinstance(instance, Sink):
+            raise ConfigError(f"{_name(instance)} is not a sink", kind=_kind(instance))
+        return instance  # type: ignore[no-any-return]
+
+    # transports
+
+    def transports(self) -> dict[str, Plugin]:
+        """Every installed transport, by URL scheme."""
+        return dict(sorted(self._plugins(TRANSPORTS_GROUP).items()))
+
+    def transport_factory(self, scheme: str) -> Callable[..., Transport]:
+        """The factory registered for URL scheme ``scheme``."""
+        plugins = self._plugins(TRANSPORTS_GROUP)
+        if scheme not in plugins:
+            raise UnknownKindError("transport", scheme, plugins, install_hint(scheme))
+        factory = plugins[scheme].load()
+        if not callable(factory):
+            plugin = plugins[scheme]
+            raise PluginError(
+                "the entry point is not callable",
+                plugin=plugin.distribution,
+                entry_point=plugin.entry_point.value,
+            )
+        return factory  # type: ignore[no-any-return]
+
+
+def _kind(instance: object) -> str | None:
+    kind = getattr(instance, "kind", None)
+    return kind if isinstance(kind, str) and kind else None
+
+
+def _name(instance: object) -> str:
+    kind = _kind(instance)
+    return repr(kind) if kind else type(instance).__name__
+
+
+registry = Registry()
+
+
+def connector(kind: str, /, **fields: Any) -> Source | Sink:
+    """Build the connector registered as ``kind`` from keyword fields."""
+    return registry.build({"kind": kind, **fields})
