@@ -19,6 +19,7 @@ if __package__ in (None, ""):
     __package__ = "bench"
 
 from .harness import Options, Row, Workload, append_results, emit, medians
+from .streams import w1, w3, w5
 from .topics import t1
 
 
@@ -32,6 +33,9 @@ class Spec:
 
 WORKLOADS: dict[str, Spec] = {
     "T1": Spec(t1, 1_000_000, ("memory",)),
+    "W1": Spec(w1, 1_000_000, ("memory",)),
+    "W3": Spec(w3, 1_000_000, ("memory",)),
+    "W5": Spec(w5, 100_000, ("memory",)),
 }
 
 

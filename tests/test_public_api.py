@@ -12,7 +12,8 @@ EXPECTED = {
     "PluginError", "PollingSource", "Processor", "Sink", "Source", "StageFailed", "Subscriber",
     "Subscription", "SubscriptionSpec", "Topic", "TopicBackend", "TopicFull", "TopicIterator",
     "Transport", "TransportError", "UnknownKindError", "__version__", "alias_field", "connect",
-    "connector", "registry",
+    "connector", "registry", "Job", "Session", "Sliding", "Stream", "Tumbling", "WindowResult",
+    "WindowedStream",
 }
 
 

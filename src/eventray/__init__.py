@@ -21,10 +21,13 @@ from ._errors import (
     UnknownKindError,
 )
 from ._event import DeadLetter, Event
+from ._job import Job
 from ._polling import PollingSource
 from ._protocols import Operator, Sink, Source, TopicBackend, Transport
 from ._registry import connector, registry
+from ._stream import Stream, WindowedStream
 from ._topic import Subscription, Topic, TopicIterator
+from ._windows import Session, Sliding, Tumbling, WindowResult
 
 __version__ = "0.1.0"
 
@@ -41,13 +44,17 @@ __all__ = [
     "DeadLetter",
     "Event",
     "EventrayError",
+    "Job",
     "Operator",
     "PluginError",
     "PollingSource",
     "Processor",
+    "Session",
     "Sink",
+    "Sliding",
     "Source",
     "StageFailed",
+    "Stream",
     "Subscriber",
     "Subscription",
     "SubscriptionSpec",
@@ -57,7 +64,10 @@ __all__ = [
     "TopicIterator",
     "Transport",
     "TransportError",
+    "Tumbling",
     "UnknownKindError",
+    "WindowResult",
+    "WindowedStream",
     "__version__",
     "alias_field",
     "connect",

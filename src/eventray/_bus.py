@@ -7,7 +7,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from ._adapters import (
@@ -24,9 +24,13 @@ from ._adapters import (
     processor_for,
 )
 from ._errors import ClosedError, ConfigError
-from ._event import DeadLetter, Event, describe
+from ._event import DeadLetter, Event, describe, now_ms
+from ._job import Job
+from ._plan import JobPlan, Node, compile_stages
 from ._protocols import Operator, Sink, Source, Transport
+from ._readers import CollectionReader, ConnectorReader, Reader, TextFileReader, TopicReader
 from ._registry import registry
+from ._stream import Stream
 from ._tasks import TaskOwner
 from ._topic import Topic
 
@@ -65,6 +69,7 @@ class Bus:
         self._feeds = TaskOwner(f"feeds:{transport.name}")
         self._topics: dict[str, Topic[Any]] = {}
         self._internal: list[Topic[Any]] = []
+        self._jobs: set[Job] = set()
         self._opened = False
         self._open_lock = asyncio.Lock()
         self._closed = False
@@ -187,6 +192,45 @@ class Bus:
             name = f"{base}.{n}"
         return name
 
+    # streams
+
+    def from_values(self, *values: Any) -> Stream:
+        """A bounded stream of ``values``."""
+        return self._stream(CollectionReader(list(values)))
+
+    def from_collection(self, values: Iterable[Any]) -> Stream:
+        """A stream of the items of ``values`` (a sequence, or any iterable read lazily)."""
+        return self._stream(CollectionReader(values))
+
+    def read_text_file(self, path: str | os.PathLike[str], *, encoding: str = "utf-8") -> Stream:
+        """A bounded stream of the lines of a text file (without line endings)."""
+        return self._stream(TextFileReader(os.fspath(path), encoding))
+
+    def from_topic(self, topic: str | Topic[Any]) -> Stream:
+        """An unbounded stream of what is published to ``topic`` once the stream runs."""
+        name = topic.name if isinstance(topic, Topic) else topic
+        self.topic(name)  # validates the name
+        return self._stream(TopicReader(name))
+
+    def from_source(self, source: object) -> Stream:
+        """A stream read from a source connector (instance or ``{"kind": ...}`` config)."""
+        return self._stream(ConnectorReader(registry.build(source, role="source")))
+
+    def _stream(self, reader: Reader) -> Stream:
+        self._check_open()
+        return Stream(self, Node("source", reader=reader))
+
+    async def _run_stream(self, node: Node, name: str, *, parallelism: int, batch_size: int,
+                          linger: float, on_error: str) -> Job:
+        self._check_open()
+        stages = compile_stages(node, parallelism,
+                                driver_boundaries=not self.transport.in_process)
+        plan = JobPlan(name, stages, batch_size, linger, on_error)
+        await self._ensure_open()
+        job = Job(name, await self.transport.run_job(plan, self), self)
+        self._jobs.add(job)
+        return job
+
     # dead letters
 
     def _failure_handler(self, topic: str) -> Callable[[Failures, str], Awaitable[None]]:
@@ -203,14 +247,17 @@ class Bus:
 
     async def _dead_letter(self, failures: Failures, stage: str) -> None:
         await self._log_failures(failures, stage)
-        letters = [
-            Event(DeadLetter.of(event, error, stage), event.key, event.ts, event.headers)
-            for event, error in failures
-        ]
+        await self._publish_dead_letters(
+            [DeadLetter.of(event, error, stage) for event, error in failures]
+        )
+
+    async def _publish_dead_letters(self, letters: list[DeadLetter]) -> None:
+        events = [Event(letter, letter.key, letter.ts or now_ms()) for letter in letters]
         try:
-            await self.dead_letters._publish_events(letters)
+            await self.dead_letters._publish_events(events)
         except ClosedError:
-            log.warning("bus closed: %d dead letter(s) from %s dropped", len(letters), stage)
+            log.warning("bus closed: %d dead letter(s) from %s dropped",
+                        len(letters), letters[0].stage)
 
     # sources
 
@@ -234,24 +281,41 @@ class Bus:
             raise ClosedError("the bus is closed")
 
     async def close(self, *, drain: bool = True) -> None:
-        """Stop sources, deliver what was published (``drain``), then stop everything."""
+        """Stop topic sources; with ``drain``, deliver what was published, drain running
+        streams and deliver what they published; then stop everything."""
         if self._closed:
             return
-        topics = [*self._internal, *self._topics.values()]
-        drain = drain and any(topic._pump is not None for topic in topics)
-        if drain:
+        if drain and any(topic._pump is not None for topic in self._all_topics()):
             await self._ensure_open()
         self._closed = True
         await self._feeds.aclose()
         if drain:
-            await self._drain(topics)
-        for topic in topics:
+            await self._drain(self._all_topics())
+        await self._stop_jobs(drain)
+        if drain:
+            await self._drain(self._all_topics())
+        for topic in self._all_topics():
             await topic._close()
         await self._tasks.aclose()
         if self._opened:
             await self.transport.close()
 
+    def _all_topics(self) -> list[Topic[Any]]:
+        return [*self._internal, *self._topics.values()]
+
+    async def _stop_jobs(self, drain: bool) -> None:
+        for job in list(self._jobs):
+            try:
+                async with asyncio.timeout(self.close_timeout if drain else None):
+                    await job.stop(drain=drain)
+            except TimeoutError:
+                log.warning("bus close: job %r did not drain within %.1fs; stopping it",
+                            job.name, self.close_timeout)
+                await job.stop(drain=False)
+
     async def _drain(self, topics: list[Topic[Any]]) -> None:
+        if not self._opened:
+            return
         try:
             async with asyncio.timeout(self.close_timeout):
                 for topic in topics:

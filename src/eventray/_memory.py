@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._adapters import Processor, Subscriber
 from ._channel import BatchChannel
 from ._delivery import SubscriptionSpec, deliver_from
 from ._errors import ClosedError, ConfigError
 from ._event import Event
+from ._job import BusStageContext, JobBackend, LocalJob
+from ._plan import JobPlan
 from ._tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from ._bus import Bus
 
 
 @dataclass
@@ -74,6 +80,7 @@ class MemoryTransport:
     """
 
     name = "memory"
+    in_process = True
 
     def __init__(self, url: str = "memory", *, queue_size: int = 1000) -> None:
         if url.rstrip("/") not in ("memory", "memory:"):
@@ -99,3 +106,6 @@ class MemoryTransport:
 
     def adapt_operator(self, target: object) -> Processor | None:
         return None
+
+    async def run_job(self, plan: JobPlan, bus: Bus) -> JobBackend:
+        return await LocalJob(plan, BusStageContext(bus)).start()

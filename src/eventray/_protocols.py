@@ -14,7 +14,10 @@ from ._event import Event
 
 if TYPE_CHECKING:
     from ._adapters import Processor, Subscriber
+    from ._bus import Bus
     from ._delivery import SubscriptionSpec
+    from ._job import JobBackend
+    from ._plan import JobPlan
 
 
 @runtime_checkable
@@ -95,10 +98,13 @@ class Transport(Protocol):
     Registered under the ``eventray.transports`` entry-point group as a factory called with
     the URL given to ``er.connect`` and its keyword options. ``adapt_subscriber`` and
     ``adapt_operator`` let a transport accept subscriber and operator kinds only it knows
-    (Ray actors, Ray tasks); they return None for anything else.
+    (Ray actors, Ray tasks); they return None for anything else. ``run_job`` starts a
+    stream's stages; ``in_process`` says whether they all run in the calling process (then
+    driver-side sinks need no stage of their own).
     """
 
     name: str
+    in_process: bool
 
     async def open(self) -> None: ...
 
@@ -109,3 +115,5 @@ class Transport(Protocol):
     def adapt_subscriber(self, target: object) -> Subscriber | None: ...
 
     def adapt_operator(self, target: object) -> Processor | None: ...
+
+    async def run_job(self, plan: JobPlan, bus: Bus) -> JobBackend: ...

@@ -389,36 +389,68 @@ def _abandon(channel: BatchChannel[Event], subscription: Subscription) -> None:
     subscription._detach_soon()
 
 
-class TopicIterator(Generic[T]):
-    """``async for value in topic``: a subscription feeding a bounded buffer.
+class TopicStream:
+    """A subscription feeding a bounded buffer that is read a batch at a time.
 
-    It ends when the bus closes; leaving the loop early (or ``aclose()``) unsubscribes.
+    Dropping it unsubscribes (also done by ``aclose()``); the buffer ends when the bus closes.
+    """
+
+    def __init__(self, topic: Topic[Any], buffer_size: int = 1000,
+                 name: str = "iterator") -> None:
+        self._channel: BatchChannel[Event] = BatchChannel(buffer_size)
+        self._subscription = topic.subscribe(_ChannelSubscriber(self._channel), name=name)
+        self._finalizer = weakref.finalize(self, _abandon, self._channel, self._subscription)
+
+    async def ready(self) -> None:
+        """Wait until the subscription is registered with the transport."""
+        await self._subscription.ready()
+
+    async def get(self, max_items: int) -> list[Event] | None:
+        """Up to ``max_items`` events, waiting for one; None once the topic closed."""
+        return await self._channel.get(max_items)
+
+    def task_done(self, count: int) -> None:
+        self._channel.task_done(count)
+
+    async def finish(self) -> None:
+        """Unsubscribe; what was already delivered stays readable, then ``get`` ends."""
+        self._finalizer.detach()
+        await self._subscription.cancel(drain=True)
+        self._channel.close()
+
+    async def aclose(self) -> None:
+        """Unsubscribe."""
+        self._finalizer.detach()
+        self._channel.abandon()
+        await self._subscription.cancel(drain=False)
+
+
+class TopicIterator(Generic[T]):
+    """``async for value in topic``: values published from now on, until the bus closes.
+
+    Leaving the loop early (or ``aclose()``) unsubscribes.
     """
 
     def __init__(self, topic: Topic[T], buffer_size: int = 1000) -> None:
-        self._channel: BatchChannel[Event] = BatchChannel(buffer_size)
-        self._subscription = topic.subscribe(_ChannelSubscriber(self._channel), name="iterator")
+        self._stream = TopicStream(topic, buffer_size)
         self._pending: deque[Event] = deque()
-        self._finalizer = weakref.finalize(self, _abandon, self._channel, self._subscription)
 
     def __aiter__(self) -> TopicIterator[T]:
         return self
 
     async def __anext__(self) -> T:
         if not self._pending:
-            batch = await self._channel.get(1000)
+            batch = await self._stream.get(1000)
             if batch is None:
                 raise StopAsyncIteration
             self._pending.extend(batch)
-            self._channel.task_done(len(batch))
+            self._stream.task_done(len(batch))
         value: T = self._pending.popleft().value
         return value
 
     async def aclose(self) -> None:
         """Unsubscribe and stop iterating."""
-        self._finalizer.detach()
-        self._channel.abandon()
-        await self._subscription.cancel(drain=False)
+        await self._stream.aclose()
 
     async def __aenter__(self) -> TopicIterator[T]:
         return self

@@ -1,0 +1,206 @@
+"""Running streams: the ``Job`` handle, and in-process execution for the memory transport."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from ._batch import Batch, split_by_key
+from ._channel import BatchChannel
+from ._errors import StageFailed
+from ._event import DeadLetter, Event, describe
+from ._plan import JobPlan, StagePlan
+from ._runtime import Emitter, End, EventStream, NullEmitter, StageContext, StageRunner
+from ._tasks import TaskOwner
+from ._topic import TopicStream
+
+if TYPE_CHECKING:
+    from ._bus import Bus
+
+Metrics = dict[str, dict[str, float]]
+
+
+class JobBackend(ABC):
+    """A running stream as a transport runs it."""
+
+    @abstractmethod
+    async def wait(self) -> None:
+        """Until every stage finished; raises ``StageFailed`` if one failed."""
+
+    @abstractmethod
+    async def stop(self, *, drain: bool) -> None:
+        """Stop: with ``drain``, sources stop and what is in flight reaches the sinks."""
+
+    @abstractmethod
+    def metrics(self) -> Metrics:
+        """Counters per stage instance (``<job>.<stage>.<index>``)."""
+
+    @property
+    @abstractmethod
+    def done(self) -> bool:
+        """Whether every stage has finished."""
+
+
+class Job:
+    """A running stream: ``await wait()``, ``await stop(drain=True)``, ``metrics()``."""
+
+    def __init__(self, name: str, backend: JobBackend, bus: Bus) -> None:
+        self.name = name
+        self._backend = backend
+        self._bus = bus
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name!r} {'done' if self.done else 'running'}>"
+
+    @property
+    def done(self) -> bool:
+        return self._backend.done
+
+    async def wait(self) -> None:
+        """Wait until the stream ends; raises ``StageFailed`` naming the stage that failed."""
+        try:
+            await self._backend.wait()
+        finally:
+            if self._backend.done:
+                self._bus._jobs.discard(self)
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """Stop the stream. With ``drain``, sources stop taking new records and everything in
+        flight reaches the sinks first; without, stages are cancelled at once."""
+        try:
+            await self._backend.stop(drain=drain)
+        finally:
+            self._bus._jobs.discard(self)
+
+    def metrics(self) -> Metrics:
+        """Records in and out, batches, failures and seconds per stage instance."""
+        return self._backend.metrics()
+
+
+class BusStageContext(StageContext):
+    """Stages in this process reach the bus directly."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def dead_letters(self, letters: list[DeadLetter]) -> None:
+        await self.bus._publish_dead_letters(letters)
+
+    async def publish(self, topic: str, events: list[Event]) -> None:
+        await self.bus.topic(topic)._ingest(events)
+
+    async def subscribe(self, topic: str) -> EventStream:
+        stream = TopicStream(self.bus.topic(topic), self.bus.buffer_size, name="stream")
+        await stream.ready()
+        return stream
+
+
+class ChannelEmitter(Emitter):
+    """Partitions output to the inboxes of the next stages' instances, in this process."""
+
+    def __init__(self, sender: str, outputs: list[tuple[StagePlan, list[BatchChannel[Any]]]]):
+        self.sender = sender
+        self.outputs = outputs
+        self._turn = 0
+
+    async def emit(self, batch: Batch) -> None:
+        for stage, inboxes in self.outputs:
+            if len(inboxes) == 1:
+                await inboxes[0].put([batch])
+            elif stage.exchange == "hash":
+                for inbox, part in zip(inboxes, split_by_key(batch, len(inboxes)), strict=True):
+                    if len(part):
+                        await inbox.put([part])
+            else:
+                self._turn += 1
+                await inboxes[self._turn % len(inboxes)].put([batch])
+
+    async def end(self) -> None:
+        for _, inboxes in self.outputs:
+            for inbox in inboxes:
+                inbox.put_nowait([End(self.sender)], force=True)
+
+
+class LocalJob(JobBackend):
+    """Every stage instance as an asyncio task; bounded channels between them."""
+
+    def __init__(self, plan: JobPlan, ctx: StageContext, *, inbox_batches: int = 8) -> None:
+        self.plan = plan
+        self.ctx = ctx
+        self.inbox_batches = inbox_batches
+        self.runners: list[StageRunner] = []
+        self._tasks = TaskOwner(f"job:{plan.name}")
+        self._failure: StageFailed | None = None
+        self._finished: asyncio.Future[list[Any]] | None = None
+        self._running: list[asyncio.Task[None]] = []
+
+    async def start(self) -> LocalJob:
+        plan = self.plan
+        names = plan.stage_names()
+        inboxes = {
+            stage.index: [BatchChannel[Any](self.inbox_batches)
+                          for _ in range(stage.parallelism)]
+            for stage in plan.stages
+            if stage.reader is None
+        }
+        pairs: list[tuple[StageRunner, BatchChannel[Any] | None]] = []
+        for stage in plan.stages:
+            outputs = [(plan.stages[o], inboxes[o]) for o in stage.outputs]
+            for index in range(stage.parallelism):
+                sender = f"{plan.name}.{names[stage.index]}.{index}"
+                emitter = ChannelEmitter(sender, outputs) if outputs else NullEmitter()
+                runner = StageRunner(
+                    stage, index, job=plan.name, stage_name=names[stage.index],
+                    expected_ends=stage.upstream_instances(plan.stages), ctx=self.ctx,
+                    emitter=emitter, batch_size=plan.batch_size, linger=plan.linger,
+                    on_error=plan.on_error,
+                )
+                self.runners.append(runner)
+                pairs.append((runner, inboxes[stage.index][index] if stage.reader is None
+                              else None))
+        for runner, _ in pairs:
+            await runner.open()
+        self._running = [
+            self._tasks.spawn(self._run(runner, inbox), name=runner.name)
+            for runner, inbox in pairs
+        ]
+        self._finished = asyncio.gather(*self._running, return_exceptions=True)
+        return self
+
+    async def _run(self, runner: StageRunner, inbox: BatchChannel[Any] | None) -> None:
+        try:
+            await runner.run(inbox)
+        except StageFailed as failed:
+            self._fail(failed)
+        except Exception as exc:
+            self._fail(StageFailed(runner.name, describe(exc), job=self.plan.name))
+
+    def _fail(self, failure: StageFailed) -> None:
+        if self._failure is None:
+            self._failure = failure
+            for task in self._running:
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+    async def wait(self) -> None:
+        assert self._finished is not None
+        await asyncio.shield(self._finished)
+        if self._failure is not None:
+            raise self._failure
+
+    async def stop(self, *, drain: bool) -> None:
+        if drain:
+            for runner in self.runners:
+                runner.request_stop()
+            assert self._finished is not None
+            await asyncio.shield(self._finished)
+        else:
+            await self._tasks.aclose()
+
+    def metrics(self) -> Metrics:
+        return {runner.name: runner.metrics.as_dict() for runner in self.runners}
+
+    @property
+    def done(self) -> bool:
+        return self._finished is not None and self._finished.done()

@@ -1,0 +1,249 @@
+"""The Stream API: a lazy graph of operators that ``run()`` turns into stages."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._batch import Batch
+from ._errors import ConfigError
+from ._ops import (
+    ApplyOp,
+    CallableSinkOp,
+    ConnectorSinkOp,
+    StreamOp,
+    TopicSinkOp,
+    check_policy,
+    handler_op,
+)
+from ._plan import Node
+from ._protocols import Operator, Sink
+from ._readers import TopicReader
+from ._windows import COUNT, Aggregation, Session, Sliding, Tumbling, WindowOp, WindowSpec, reducing
+
+if TYPE_CHECKING:
+    from ._bus import Bus
+    from ._job import Job
+    from ._runtime import OpContext
+
+Handler = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
+_job_numbers = itertools.count(1)
+
+
+class CollectOp(StreamOp):
+    """Keeps every value that reaches it (``collect()``); runs in the driver."""
+
+    kind = "collect"
+
+    def __init__(self, into: list[Any]) -> None:
+        super().__init__()
+        self.into = into
+
+    async def run(self, batch: Batch, ctx: OpContext) -> Batch:
+        self.into.extend(batch.values)
+        return batch
+
+
+class Stream:
+    """A lazy dataflow: chain operators, then ``run()`` it (or ``collect()`` a bounded one).
+
+    Handlers may be sync or ``async def``. Every operator takes ``name=`` (shown in metrics and
+    dead letters) and ``on_error=`` (``"dead-letter"``, ``"skip"`` or ``"fail"``) which
+    overrides the stream's policy for that operator.
+    """
+
+    def __init__(self, bus: Bus, node: Node) -> None:
+        self._bus = bus
+        self._node = node
+
+    def __repr__(self) -> str:
+        return f"<Stream ...{self._node.label}>"
+
+    def _then(self, op: StreamOp, *, driver_only: bool = False) -> Stream:
+        if self._bus.closed:
+            self._bus._check_open()
+        return Stream(self._bus, Node("op", (self._node,), op=op, driver_only=driver_only))
+
+    def map(self, fn: Handler, *, name: str | None = None, on_error: str | None = None) -> Stream:
+        """Each value replaced by ``fn(value)``."""
+        return self._then(handler_op("map", fn, name=name, on_error=on_error))
+
+    def flat_map(self, fn: Handler, *, name: str | None = None,
+                 on_error: str | None = None) -> Stream:
+        """Each value replaced by the values of the iterable ``fn(value)``."""
+        return self._then(handler_op("flat_map", fn, name=name, on_error=on_error))
+
+    def filter(self, fn: Handler, *, name: str | None = None,
+               on_error: str | None = None) -> Stream:
+        """Only the values for which ``fn(value)`` is true."""
+        return self._then(handler_op("filter", fn, name=name, on_error=on_error))
+
+    def key_by(self, fn: Handler, *, name: str | None = None,
+               on_error: str | None = None) -> Stream:
+        """Key each value by ``fn(value)``; keyed operators after it work per key."""
+        return self._then(handler_op("key_by", fn, name=name, on_error=on_error))
+
+    def reduce(self, fn: Callable[[Any, Any], Any], *, name: str | None = None,
+               on_error: str | None = None) -> Stream:
+        """Per key, the running ``fn(accumulated, value)``, emitted for every value."""
+        return self._then(handler_op("reduce", fn, name=name, on_error=on_error))
+
+    def with_timestamps(self, fn: Handler, *, name: str | None = None,
+                        on_error: str | None = None) -> Stream:
+        """Event time (ms since the epoch) of each value is ``fn(value)``."""
+        return self._then(handler_op("with_timestamps", fn, name=name, on_error=on_error))
+
+    def apply(self, operator: Operator, *, name: str | None = None,
+              on_error: str | None = None) -> Stream:
+        """Any object with ``process(batch: list[Event]) -> list[Event]`` (sync or async),
+        plus ``snapshot()``/``restore(state)`` if it keeps state."""
+        return self._then(ApplyOp(operator, name=name, on_error=on_error))
+
+    def union(self, *others: Stream) -> Stream:
+        """The values of this stream and ``others``, interleaved."""
+        for other in others:
+            if not isinstance(other, Stream) or other._bus is not self._bus:
+                raise ConfigError("union() takes streams of the same bus", field="others")
+        parents = (self._node, *(other._node for other in others))
+        return Stream(self._bus, Node("union", parents))
+
+    def window(self, spec: WindowSpec) -> WindowedStream:
+        """Group values per key into ``er.Tumbling``, ``er.Sliding`` or ``er.Session`` windows."""
+        return WindowedStream(self, spec)
+
+    def set_parallelism(self, parallelism: int) -> Stream:
+        """Run the last operator with ``parallelism`` instances (keyed ones split by key)."""
+        if not isinstance(parallelism, int) or parallelism < 1:
+            raise ConfigError(f"must be a positive int, got {parallelism!r}",
+                              field="parallelism")
+        self._node.parallelism = parallelism
+        return self
+
+    def sink(self, target: object, *, name: str | None = None,
+             on_error: str | None = None) -> Stream:
+        """Send every value to ``target``: a callable (sync or async, run in the driver), a
+        topic, or a sink connector (instance or ``{"kind": ...}`` config). Values also pass on,
+        so several sinks can follow each other."""
+        from ._registry import registry
+        from ._topic import Topic
+
+        if isinstance(target, Topic):
+            return self._then(TopicSinkOp(target.name, name=name))
+        if isinstance(target, (Mapping, Sink)):
+            sink = registry.build(target, role="sink")
+            return self._then(ConnectorSinkOp(sink, name=name, on_error=on_error))
+        if callable(target):
+            return self._then(CallableSinkOp(target, name=name or "sink", on_error=on_error),
+                              driver_only=True)
+        raise ConfigError(
+            f"cannot sink to a {type(target).__name__}: expected a callable, a topic or a sink",
+            field="sink",
+        )
+
+    async def run(
+        self,
+        name: str | None = None,
+        *,
+        parallelism: int = 1,
+        batch_size: int = 1000,
+        linger: float = 0.005,
+        on_error: str = "dead-letter",
+    ) -> Job:
+        """Start the stream and return its ``Job``.
+
+        ``parallelism`` is the number of instances of keyed operators (and of what follows
+        them); ``batch_size`` and ``linger`` (seconds) shape the micro-batches sources form;
+        ``on_error`` is the policy for operators that do not set their own.
+        """
+        job_name = name or f"stream-{next(_job_numbers)}"
+        if not _JOB_NAME.match(job_name):
+            raise ConfigError(f"job names are letters, digits, _ and -, got {job_name!r}",
+                              field="name")
+        check_policy(on_error)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"must be a positive int, got {batch_size!r}", field="batch_size")
+        if linger < 0:
+            raise ConfigError(f"must not be negative, got {linger!r}", field="linger")
+        return await self._bus._run_stream(
+            self._node, job_name, parallelism=parallelism, batch_size=batch_size,
+            linger=linger, on_error=on_error,
+        )
+
+    async def collect(self, *, parallelism: int = 1, batch_size: int = 1000,
+                      on_error: str = "dead-letter") -> list[Any]:
+        """Run this bounded stream to its end and return every value that reached it
+        (in order per key)."""
+        unbounded = [n for n in _ancestors(self._node)
+                     if n.kind == "source" and isinstance(n.reader, TopicReader)]
+        if unbounded:
+            raise ConfigError("collect() needs a bounded stream; this one reads a topic "
+                              "(run() it and stop() the job instead)", field="source")
+        values: list[Any] = []
+        terminal = self._then(CollectOp(values), driver_only=True)
+        job = await terminal.run(parallelism=parallelism, batch_size=batch_size, linger=0,
+                                 on_error=on_error)
+        await job.wait()
+        return values
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _ancestors(node: Node) -> list[Node]:
+    out, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        stack.extend(current.parents)
+    return out
+
+
+class WindowedStream:
+    """A keyed stream grouped into windows; pick an aggregation to get a ``Stream`` of
+    ``er.WindowResult(key, start, end, value)``."""
+
+    def __init__(self, stream: Stream, spec: WindowSpec) -> None:
+        if not isinstance(spec, (Tumbling, Sliding, Session)):
+            raise ConfigError(f"expected er.Tumbling, er.Sliding or er.Session, got {spec!r}",
+                              field="window")
+        self._stream = stream
+        self._spec = spec
+
+    def _with(self, aggregation: Aggregation, name: str | None, on_error: str | None) -> Stream:
+        return self._stream._then(WindowOp(self._spec, aggregation, name=name,
+                                           on_error=on_error))
+
+    def count(self, *, name: str | None = None) -> Stream:
+        """The number of values per key and window."""
+        return self._with(COUNT, name, None)
+
+    def sum(self, fn: Callable[[Any], Any] | None = None, *, name: str | None = None,
+            on_error: str | None = None) -> Stream:
+        """The sum of the values (or of ``fn(value)``) per key and window."""
+        pick: Callable[[Any], Any] = fn if fn is not None else _identity
+        return self._with(Aggregation("sum", int, lambda acc, v: acc + pick(v),
+                                      merge=lambda a, b: a + b, increment=pick), name, on_error)
+
+    def reduce(self, fn: Callable[[Any, Any], Any], *, name: str | None = None,
+               on_error: str | None = None) -> Stream:
+        """``fn(accumulated, value)`` folded over each window's values, per key."""
+        return self._with(reducing(fn), name, on_error)
+
+    def aggregate(
+        self,
+        initial: Callable[[], Any],
+        add: Callable[[Any, Any], Any],
+        *,
+        merge: Callable[[Any, Any], Any] | None = None,
+        result: Callable[[Any], Any] | None = None,
+        name: str | None = None,
+        on_error: str | None = None,
+    ) -> Stream:
+        """A general fold: ``add(acc, value)`` from ``initial()``; ``merge`` joins two
+        accumulators (needed by session windows); ``result(acc)`` is what is emitted."""
+        return self._with(Aggregation("aggregate", initial, add, merge, result), name,
+                          on_error)
