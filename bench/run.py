@@ -10,6 +10,8 @@ run); with --repeat the medians follow.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ if __package__ in (None, ""):
     __package__ = "bench"
 
 from .harness import Options, Row, Workload, append_results, emit, medians
+from .ray_delivery import w4
 from .streams import w1, w3, w5
 from .topics import t1
 
@@ -33,10 +36,19 @@ class Spec:
 
 WORKLOADS: dict[str, Spec] = {
     "T1": Spec(t1, 1_000_000, ("memory",)),
-    "W1": Spec(w1, 1_000_000, ("memory",)),
-    "W3": Spec(w3, 1_000_000, ("memory",)),
-    "W5": Spec(w5, 100_000, ("memory",)),
+    "W1": Spec(w1, 1_000_000, ("memory", "ray"), (1, 2)),
+    "W3": Spec(w3, 1_000_000, ("memory", "ray")),
+    "W4": Spec(w4, 100_000, ("ray",)),
+    "W5": Spec(w5, 100_000, ("memory", "ray"), (1, 2)),
 }
+
+
+def start_ray() -> None:
+    """One Ray for every run, as WORKLOADS.md says: 2 CPUs, no dashboard, on 127.0.0.1."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
 
 
 def run(name: str, options: Options, repeat: int) -> list[Row]:
@@ -60,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = list(WORKLOADS) if args.workload == "all" else [args.workload]
     repeat = args.repeat or (5 if args.workload == "all" else 1)
+    if any("ray" in (args.transport or ",".join(WORKLOADS[n].transports)) for n in names):
+        start_ray()
     everything: list[Row] = []
     for name in names:
         spec = WORKLOADS[name]

@@ -104,13 +104,17 @@ async def _asyncio_pipeline(events: list[dict[str, Any]]) -> dict[str, int]:
     return {u: v for u, (_, v) in totals.items()}
 
 
-async def _eventray_w1(events: list[dict[str, Any]], options: Options) -> dict[str, int]:
+async def _eventray_w1(events: list[dict[str, Any]],
+                       options: Options) -> tuple[dict[str, int], float, float]:
+    """The final sums, the seconds ``run()`` took to start the stages, and the seconds from
+    then until every record was through."""
     final: dict[str, int] = {}
 
     def store(t: tuple[str, int]) -> None:
         final[t[0]] = t[1]
 
     async with er.connect(options.transport) as bus:
+        started = time.perf_counter()
         job = await (
             bus.from_collection(events)
             .map(double)
@@ -120,8 +124,10 @@ async def _eventray_w1(events: list[dict[str, Any]], options: Options) -> dict[s
             .sink(store)
             .run("w1", parallelism=options.parallelism)
         )
+        running = time.perf_counter()
         await job.wait()
-    return final
+        done = time.perf_counter()
+    return final, running - started, done - running
 
 
 def w1(options: Options) -> list[Row]:
@@ -135,10 +141,9 @@ def w1(options: Options) -> list[Row]:
     with timed() as t:
         got = run_async(_asyncio_pipeline(events))
     rows.append(Row("W1", "asyncio-pipeline", "-", 1, n, t[0], got == expected))
-    with timed() as t:
-        got = run_async(_eventray_w1(events, options))
-    rows.append(Row("W1", "eventray", options.transport, options.parallelism, n, t[0],
-                    got == expected))
+    got, startup, seconds = run_async(_eventray_w1(events, options))
+    rows.append(Row("W1", "eventray", options.transport, options.parallelism, n, seconds,
+                    got == expected, {"startup_s": startup}))
     return rows
 
 
@@ -219,6 +224,7 @@ def w3(options: Options) -> list[Row]:
 # W5: latency at a fixed rate through a 3-stage pipeline
 
 RATE = 10_000
+W5_LINGER = 0.002  # seconds a source waits to fill a micro-batch
 
 
 async def _paced(events: list[dict[str, Any]], send: Any) -> None:
@@ -291,14 +297,16 @@ async def _eventray_w5(events: list[dict[str, Any]], options: Options) -> list[f
 
     async with er.connect(options.transport) as bus:
         source = bus.topic("w5-in")
+        p = options.parallelism
+        mapped = bus.from_topic(source).map(_w5_double)
+        if p > 1:  # the stateless steps get instances of their own too
+            mapped = mapped.set_parallelism(p)
         job = await (
-            bus.from_topic(source)
-            .map(_w5_double).set_parallelism(max(2, options.parallelism))
-            .filter(lambda t: t[1] % 3 != 0)
+            mapped.filter(lambda t: t[1] % 3 != 0)
             .key_by(lambda t: t[0])
             .reduce(_w5_add)
             .sink(measure)
-            .run("w5", parallelism=max(2, options.parallelism), linger=0.001)
+            .run("w5", parallelism=p, linger=W5_LINGER)
         )
         await _paced(events, source.publish)
         await source.flush()
@@ -317,6 +325,6 @@ def w5(options: Options) -> list[Row]:
     rows.append(_latency_row("asyncio-pipeline", "-", 1, latencies, n, t[0], expected))
     with timed() as t:
         latencies = run_async(_eventray_w5(events, options))
-    rows.append(_latency_row("eventray", options.transport, max(2, options.parallelism),
+    rows.append(_latency_row("eventray", options.transport, options.parallelism,
                              latencies, n, t[0], expected))
     return rows

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -28,10 +29,23 @@ def transport_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+def connect(url: str, **options: object) -> er.Bus:
+    """``er.connect`` with per-test isolation: on Ray, a namespace of the test's own."""
+    if url.startswith("ray"):
+        options.setdefault("namespace", f"test-{uuid.uuid4().hex[:12]}")
+    return er.connect(url, **options)
+
+
+@pytest.fixture
+def make_bus(transport_url: str) -> Callable[[], er.Bus]:
+    """A factory of unopened buses on the transport under test, isolated like ``bus``."""
+    return lambda: connect(transport_url)
+
+
 @pytest.fixture
 async def bus(transport_url: str) -> AsyncIterator[er.Bus]:
     before = asyncio.all_tasks()
-    async with er.connect(transport_url) as connected:
+    async with connect(transport_url) as connected:
         yield connected
     current = asyncio.current_task()
     leaked = [t for t in asyncio.all_tasks() - before if not t.done() and t is not current]

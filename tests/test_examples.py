@@ -3,28 +3,46 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, *args: str, timeout: float = 120) -> str:
+def run_example(name: str, *args: str, timeout: float = 180,
+                env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True, text=True, timeout=timeout, env=env,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+@pytest.fixture
+def on_ray(ray_session: None) -> dict[str, str]:
+    """The environment of an example joining the test session's Ray."""
+    import ray
+
+    return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
 
 
 def test_hello_on_memory() -> None:
     assert run_example("hello.py", "memory").splitlines() == ["hello", "world"]
 
 
-def test_word_count_on_memory() -> None:
-    lines = run_example("word_count.py", "memory").splitlines()
+def test_hello_on_the_default_transport(on_ray: dict[str, str]) -> None:
+    assert run_example("hello.py", env=on_ray).splitlines() == ["hello", "world"]
+
+
+@pytest.mark.parametrize("transport", ["memory", "ray"])
+def test_word_count(transport: str, request: pytest.FixtureRequest) -> None:
+    env = request.getfixturevalue("on_ray") if transport == "ray" else None
+    lines = run_example("word_count.py", transport, env=env).splitlines()
     counts: dict[str, int] = {}
     for line in lines:
         assert line.startswith("result (")
@@ -35,8 +53,10 @@ def test_word_count_on_memory() -> None:
     assert counts == expected
 
 
-def test_windows_on_memory() -> None:
-    out = run_example("windows.py", "memory").splitlines()
+@pytest.mark.parametrize("transport", ["memory", "ray"])
+def test_windows(transport: str, request: pytest.FixtureRequest) -> None:
+    env = request.getfixturevalue("on_ray") if transport == "ray" else None
+    out = run_example("windows.py", transport, env=env).splitlines()
     assert out[:6] == [
         "views of /home [0s, 10s): 2",
         "views of /docs [0s, 10s): 2",
@@ -49,3 +69,13 @@ def test_windows_on_memory() -> None:
     assert "session of bob [58s, 88s): ['/docs']" in out
     late = [line for line in out if line.startswith("late: /home LateEvent")]
     assert len(late) == 2, "cat's view is late for both windowings"
+
+
+def test_readme_snippets_come_from_the_examples() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    blocks = readme.split("```python\n")[1:]
+    sources = [path.read_text() for path in EXAMPLES.glob("*.py")]
+    assert blocks, "the README shows code"
+    for block in blocks:
+        snippet = block.split("```")[0]
+        assert any(snippet in source for source in sources), f"not in any example:\n{snippet}"

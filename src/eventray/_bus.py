@@ -45,17 +45,23 @@ class Bus:
 
     Use ``async with er.connect(...) as bus:`` or call ``await bus.close()``. Closing drains
     what was published (up to ``close_timeout`` seconds), then stops sources, subscribers and
-    every background task the bus started.
+    every background task the bus started. Each topic buffers up to ``buffer_size`` events
+    and hands them to the transport in batches of up to ``max_batch`` (by default the
+    transport's batch size, and twice that).
     """
 
     def __init__(
         self,
         transport: Transport,
         *,
-        buffer_size: int = 1000,
-        max_batch: int = 1000,
+        buffer_size: int | None = None,
+        max_batch: int | None = None,
         close_timeout: float = 30.0,
     ) -> None:
+        if max_batch is None:
+            max_batch = transport.batch_size
+        if buffer_size is None:
+            buffer_size = max(1000, 2 * max_batch) if isinstance(max_batch, int) else 1000
         for name, value in (("buffer_size", buffer_size), ("max_batch", max_batch)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"must be a positive int, got {value!r}", field=name)
@@ -373,8 +379,8 @@ def connect(
     url: str | None = None,
     /,
     *,
-    buffer_size: int = 1000,
-    max_batch: int = 1000,
+    buffer_size: int | None = None,
+    max_batch: int | None = None,
     close_timeout: float = 30.0,
     **options: Any,
 ) -> Bus:

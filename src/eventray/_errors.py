@@ -93,8 +93,11 @@ class TransportError(EventrayError):
 class StageFailed(EventrayError):
     """A stream stage failed and the job stopped; ``stage`` names it."""
 
-    def __init__(self, stage: str, error: str, *, job: str | None = None):
+    def __init__(self, stage: str, error: str, job: str | None = None):
         super().__init__(f"stage {stage!r}{f' of job {job!r}' if job else ''} failed: {error}")
         self.stage = stage
         self.error = error
         self.job = job
+
+    def __reduce__(self) -> tuple[object, ...]:  # crosses processes intact
+        return (type(self), (self.stage, self.error, self.job))

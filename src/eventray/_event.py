@@ -52,7 +52,11 @@ class DeadLetter:
 
 
 def describe(error: BaseException) -> str:
-    """``"ExceptionType: message"`` for an exception."""
+    """``"ExceptionType: message"`` for an exception (or its ``description``, when it carries
+    one from another process)."""
+    description = getattr(error, "description", None)
+    if isinstance(description, str):
+        return description
     message = str(error)
     name = type(error).__name__
     return f"{name}: {message}" if message else name

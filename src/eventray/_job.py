@@ -6,12 +6,18 @@ import asyncio
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
-from ._batch import Batch, split_by_key
 from ._channel import BatchChannel
 from ._errors import StageFailed
 from ._event import DeadLetter, Event, describe
 from ._plan import JobPlan, StagePlan
-from ._runtime import Emitter, End, EventStream, NullEmitter, StageContext, StageRunner
+from ._runtime import (
+    End,
+    EventStream,
+    NullEmitter,
+    PartitioningEmitter,
+    StageContext,
+    StageRunner,
+)
 from ._tasks import TaskOwner
 from ._topic import TopicStream
 
@@ -96,30 +102,20 @@ class BusStageContext(StageContext):
         return stream
 
 
-class ChannelEmitter(Emitter):
-    """Partitions output to the inboxes of the next stages' instances, in this process."""
+class ChannelEmitter(PartitioningEmitter):
+    """Sends output to the inboxes of the next stages' instances, in this process."""
 
     def __init__(self, sender: str, outputs: list[tuple[StagePlan, list[BatchChannel[Any]]]]):
-        self.sender = sender
-        self.outputs = outputs
-        self._turn = 0
+        super().__init__(sender, [stage.exchange for stage, _ in outputs],
+                         [len(inboxes) for _, inboxes in outputs])
+        self.inboxes = [inboxes for _, inboxes in outputs]
 
-    async def emit(self, batch: Batch) -> None:
-        for stage, inboxes in self.outputs:
-            if len(inboxes) == 1:
-                await inboxes[0].put([batch])
-            elif stage.exchange == "hash":
-                for inbox, part in zip(inboxes, split_by_key(batch, len(inboxes)), strict=True):
-                    if len(part):
-                        await inbox.put([part])
-            else:
-                self._turn += 1
-                await inboxes[self._turn % len(inboxes)].put([batch])
-
-    async def end(self) -> None:
-        for _, inboxes in self.outputs:
-            for inbox in inboxes:
-                inbox.put_nowait([End(self.sender)], force=True)
+    async def send(self, output: int, receiver: int, items: list[Any]) -> None:
+        inbox = self.inboxes[output][receiver]
+        if isinstance(items[0], End):
+            inbox.put_nowait(items, force=True)  # an end never waits for room
+        else:
+            await inbox.put(items)
 
 
 class LocalJob(JobBackend):

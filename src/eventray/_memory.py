@@ -81,6 +81,7 @@ class MemoryTransport:
 
     name = "memory"
     in_process = True
+    batch_size = 1000
 
     def __init__(self, url: str = "memory", *, queue_size: int = 1000) -> None:
         if url.rstrip("/") not in ("memory", "memory:"):

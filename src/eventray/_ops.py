@@ -109,7 +109,7 @@ class MapOp(_HandlerOp):
 
     async def run(self, batch: Batch, ctx: OpContext) -> Batch:
         results, kept = await self._apply(batch, ctx)
-        return Batch(results, kept.keys, kept.ts)
+        return kept.with_values(results)
 
 
 class FilterOp(_HandlerOp):
@@ -125,7 +125,7 @@ class KeyByOp(_HandlerOp):
 
     async def run(self, batch: Batch, ctx: OpContext) -> Batch:
         results, kept = await self._apply(batch, ctx)
-        return Batch(kept.values, results, kept.ts)
+        return kept.with_keys(results)
 
 
 class TimestampOp(_HandlerOp):
@@ -133,7 +133,7 @@ class TimestampOp(_HandlerOp):
 
     async def run(self, batch: Batch, ctx: OpContext) -> Batch:
         results, kept = await self._apply(batch, ctx)
-        return Batch(kept.values, kept.keys, [int(t) for t in results])
+        return kept.with_ts([int(t) for t in results])
 
 
 class FlatMapOp(_HandlerOp):
@@ -147,9 +147,8 @@ class FlatMapOp(_HandlerOp):
             before = len(values)
             values.extend(cast(Iterable[Any], result))
             counts.append(len(values) - before)
-        keys = _repeat(kept.keys, counts)
-        ts = _repeat(kept.ts, counts)
-        return Batch(values, keys, ts)
+        return Batch(values, _repeat(kept.keys, counts), _repeat(kept.ts, counts),
+                     _repeat(kept.headers, counts))
 
 
 def _repeat(column: list[Any] | None, counts: list[int]) -> list[Any] | None:
@@ -201,7 +200,7 @@ class ReduceOp(_HandlerOp):
         if failures:
             await ctx.fail(self, batch, failures)
             batch = batch.without(index for index, _ in failures)
-        return Batch(out, batch.keys, batch.ts)
+        return batch.with_values(out)
 
     def snapshot(self) -> dict[Any, Any]:
         return dict(self.state)

@@ -5,6 +5,10 @@ operator (``reduce``, windows) whose input is not already partitioned by the cur
 change of parallelism, a ``union``, or (on transports that ask for it) an operator that must
 run in the driver process. Stateless operators inherit their input's parallelism; keyed ones
 take ``run(parallelism=...)`` unless ``set_parallelism`` says otherwise.
+
+On transports that run stages elsewhere (``driver_boundaries``), sources of in-memory data
+(collections, local files) and sinks that call back into the program run in the driver;
+other operators may chain into a driver stage but a driver-only one never leaves it.
 """
 
 from __future__ import annotations
@@ -129,7 +133,9 @@ def compile_stages(
     for node in _topological(terminal):
         if node.kind == "source":
             assert node.reader is not None
-            stage = new_stage(node.parallelism or 1, [], "rebalance")
+            local = driver_boundaries and node.reader.driver_local
+            stage = new_stage(node.parallelism or 1, [], "rebalance",
+                              placement="driver" if local else "any")
             stage.reader = node.reader
         elif node.kind == "union":
             inputs = [stage_of[parent.id] for parent in node.parents]
@@ -145,7 +151,7 @@ def compile_stages(
                 wanted = 1
             chain = (
                 wanted == parent.parallelism
-                and placement == parent.placement
+                and placement in ("any", parent.placement)
                 and (not op.keyed or wanted == 1 or parent.keyed)
             )
             if chain:

@@ -100,11 +100,14 @@ class Transport(Protocol):
     ``adapt_operator`` let a transport accept subscriber and operator kinds only it knows
     (Ray actors, Ray tasks); they return None for anything else. ``run_job`` starts a
     stream's stages; ``in_process`` says whether they all run in the calling process (then
-    driver-side sinks need no stage of their own).
+    driver-side sinks need no stage of their own); ``batch_size`` is the micro-batch size
+    streams use on it unless ``run(batch_size=...)`` says otherwise (larger where every hop
+    costs a remote call).
     """
 
     name: str
     in_process: bool
+    batch_size: int
 
     async def open(self) -> None: ...
 

@@ -30,6 +30,7 @@ class Reader(ABC):
 
     name = "source"
     bounded = True
+    driver_local = False  # reads data only the driver process has (memory, local files)
 
     async def open(self, ctx: StageContext) -> None:
         """Called once before the first ``read``."""
@@ -59,6 +60,7 @@ class CollectionReader(Reader):
     """Values from a sequence (or any iterable, read lazily); the position is a count."""
 
     name = "from_collection"
+    driver_local = True
 
     def __init__(self, values: Iterable[Any]) -> None:
         self.values = values
@@ -93,6 +95,7 @@ class TextFileReader(Reader):
     """One record per line of a text file (newline stripped); the position is a byte offset."""
 
     name = "read_text_file"
+    driver_local = True
 
     def __init__(self, path: str | Path, encoding: str = "utf-8") -> None:
         self.path = Path(path)
@@ -140,11 +143,8 @@ class TopicReader(Reader):
         self._events = await ctx.subscribe(self.topic)
 
     async def read(self, max_records: int) -> Batch | None:
-        events = await self._events.get(max_records)
-        if events is None:
-            return None
-        self._events.task_done(len(events))
-        return Batch.from_events(events)
+        batch: Batch | None = await self._events.get_batch(max_records)
+        return batch
 
     async def drain(self, max_records: int) -> Batch | None:
         if not self._draining:

@@ -14,10 +14,11 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._batch import Batch, concat
+from ._batch import Batch, concat, split_by_key
 from ._errors import StageFailed
 from ._event import DeadLetter, Event, describe, now_ms
 from ._ops import StreamOp
@@ -35,6 +36,9 @@ class End:
     def __init__(self, sender: str) -> None:
         self.sender = sender
 
+    def __repr__(self) -> str:
+        return f"End({self.sender!r})"
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (End, (self.sender,))
 
@@ -43,6 +47,9 @@ class EventStream(Protocol):
     """What ``StageContext.subscribe`` returns: batches of a topic's events."""
 
     async def get(self, max_items: int) -> list[Event] | None: ...
+
+    async def get_batch(self, max_items: int) -> Batch | None:
+        """Like ``get``, as one column batch."""
 
     def task_done(self, count: int) -> None: ...
 
@@ -84,6 +91,40 @@ class Emitter(ABC):
     @abstractmethod
     async def end(self) -> None:
         """Tell every receiver this instance is done."""
+
+
+class PartitioningEmitter(Emitter):
+    """Cuts output for each next stage by its exchange (by key, or whole batches in turn)
+    and sends the pieces with ``send``; ``end`` sends ``End`` to every receiver."""
+
+    def __init__(self, sender: str, exchanges: Sequence[str], fan_out: list[int]) -> None:
+        self.sender = sender
+        self.exchanges = exchanges  # per next stage: "hash" or "rebalance"
+        self.fan_out = fan_out  # per next stage: its number of instances
+        self._turn = 0
+
+    @abstractmethod
+    async def send(self, output: int, receiver: int, items: list[Any]) -> None:
+        """Deliver ``items`` (batches or control messages) to one receiver, in order."""
+
+    async def emit(self, batch: Batch) -> None:
+        for output, (exchange, receivers) in enumerate(
+            zip(self.exchanges, self.fan_out, strict=True)
+        ):
+            if receivers == 1:
+                await self.send(output, 0, [batch])
+            elif exchange == "hash":
+                for receiver, part in enumerate(split_by_key(batch, receivers)):
+                    if len(part):
+                        await self.send(output, receiver, [part])
+            else:
+                self._turn += 1
+                await self.send(output, self._turn % receivers, [batch])
+
+    async def end(self) -> None:
+        for output, receivers in enumerate(self.fan_out):
+            for receiver in range(receivers):
+                await self.send(output, receiver, [End(self.sender)])
 
 
 class NullEmitter(Emitter):

@@ -148,21 +148,23 @@ class Stream:
         name: str | None = None,
         *,
         parallelism: int = 1,
-        batch_size: int = 1000,
+        batch_size: int | None = None,
         linger: float = 0.005,
         on_error: str = "dead-letter",
     ) -> Job:
         """Start the stream and return its ``Job``.
 
         ``parallelism`` is the number of instances of keyed operators (and of what follows
-        them); ``batch_size`` and ``linger`` (seconds) shape the micro-batches sources form;
-        ``on_error`` is the policy for operators that do not set their own.
+        them); ``batch_size`` (default: the transport's) and ``linger`` (seconds) shape the
+        micro-batches sources form; ``on_error`` is the policy for operators that do not set
+        their own.
         """
         job_name = name or f"stream-{next(_job_numbers)}"
         if not _JOB_NAME.match(job_name):
             raise ConfigError(f"job names are letters, digits, _ and -, got {job_name!r}",
                               field="name")
         check_policy(on_error)
+        batch_size = batch_size or self._bus.transport.batch_size
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"must be a positive int, got {batch_size!r}", field="batch_size")
         if linger < 0:
@@ -172,7 +174,7 @@ class Stream:
             linger=linger, on_error=on_error,
         )
 
-    async def collect(self, *, parallelism: int = 1, batch_size: int = 1000,
+    async def collect(self, *, parallelism: int = 1, batch_size: int | None = None,
                       on_error: str = "dead-letter") -> list[Any]:
         """Run this bounded stream to its end and return every value that reached it
         (in order per key)."""

@@ -18,6 +18,7 @@ from time import time_ns
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ._adapters import Failures, Subscriber
+from ._batch import Batch
 from ._channel import BatchChannel
 from ._delivery import SubscriptionSpec
 from ._errors import ClosedError, ConfigError, TopicFull
@@ -411,6 +412,14 @@ class TopicStream:
 
     def task_done(self, count: int) -> None:
         self._channel.task_done(count)
+
+    async def get_batch(self, max_items: int) -> Batch | None:
+        """Like ``get`` (and marked done), as one column batch."""
+        events = await self._channel.get(max_items)
+        if events is None:
+            return None
+        self._channel.task_done(len(events))
+        return Batch.from_events(events)
 
     async def finish(self) -> None:
         """Unsubscribe; what was already delivered stays readable, then ``get`` ends."""

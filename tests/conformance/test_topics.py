@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -296,8 +297,8 @@ async def test_async_iteration_and_leaving_the_loop_unsubscribes(bus: er.Bus) ->
     await asyncio.wait_for(topic.flush(), 10)
 
 
-async def test_closed_bus_refuses_work(transport_url: str) -> None:
-    bus = er.connect(transport_url)
+async def test_closed_bus_refuses_work(make_bus: Callable[[], er.Bus]) -> None:
+    bus = make_bus()
     topic = bus.topic("closing")
     received = Recorder()
     topic >> received

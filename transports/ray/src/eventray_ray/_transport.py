@@ -1,0 +1,121 @@
+"""``RayTransport``: topics as named actors, stream stages as named actors, on Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+from eventray import Processor, Subscriber
+from eventray._tasks import TaskOwner
+
+from ._connection import RayOptions, connect, parse_url
+from ._jobs import RayJob
+from ._subscribers import processor_for, subscriber_for
+from ._topic_actor import TopicActor, topic_actor_name
+from ._topics import RayTopicBackend
+
+if TYPE_CHECKING:
+    from eventray import Bus
+    from eventray._job import JobBackend
+    from eventray._plan import JobPlan
+
+TopicActorClass = ray.remote(TopicActor)
+
+
+class RayTransport:
+    """Topics and stream stages as async actors in the Ray namespace ``namespace``.
+
+    ``er.connect("ray")`` joins the Ray this process already runs, the one ``RAY_ADDRESS`` or
+    a running local cluster names, or starts a local one (then shut down on close);
+    ``er.connect("ray://host:10001")`` connects as a Ray client. Actors this bus created are
+    killed when it closes; a Ray it joined is left running.
+    """
+
+    name = "ray"
+    in_process = False
+    batch_size = 5000  # an actor call costs about a millisecond here: amortise it
+
+    def __init__(
+        self,
+        url: str = "ray",
+        *,
+        namespace: str = "eventray",
+        num_cpus: int | None = None,
+        stage_num_cpus: float = 0.05,
+        runtime_env: dict[str, Any] | None = None,
+        queue_size: int = 1000,
+        queue_batches: int = 4,
+        credits: int = 4,
+        event_window: int = 64,
+    ) -> None:
+        self.options = RayOptions(
+            address=parse_url(url), namespace=namespace, num_cpus=num_cpus,
+            stage_num_cpus=stage_num_cpus, runtime_env=runtime_env, queue_size=queue_size,
+            queue_batches=queue_batches, credits=credits, event_window=event_window,
+        )
+        self.instance = uuid.uuid4().hex
+        self.attached = False  # this bus called ray.init, so it calls ray.shutdown
+        self._handles: dict[str, Any] = {}  # topic actor handles, one per name
+        self._owned: dict[str, Any] = {}  # topic actors this process created
+        self._tasks = TaskOwner("ray")
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.attached = await asyncio.to_thread(connect, self.options)
+
+    async def close(self) -> None:
+        await self._tasks.aclose()
+        for handle in self._owned.values():
+            ray.kill(handle, no_restart=True)
+        await self._wait_gone(list(self._owned))
+        self._owned.clear()
+        self._handles.clear()
+        if self.attached:
+            self.attached = False
+            await asyncio.to_thread(ray.shutdown)
+
+    async def _wait_gone(self, names: list[str]) -> None:
+        deadline = time.monotonic() + 10.0
+        for name in names:
+            while time.monotonic() < deadline:
+                try:
+                    ray.get_actor(name, namespace=self.options.namespace)
+                except ValueError:
+                    break
+                await asyncio.sleep(0.05)
+
+    async def topic_actor(self, topic: str) -> Any:
+        """The actor of ``topic``: found if some process created it, else created here.
+
+        One handle per name is kept for the life of the bus: a non-detached actor lives as
+        long as the handle that created it, so that handle must never be dropped early.
+        """
+        name = topic_actor_name(topic)
+        async with self._lock:
+            if name not in self._handles:
+                handle: Any = TopicActorClass.options(
+                    name=name, namespace=self.options.namespace, get_if_exists=True,
+                    num_cpus=0, max_concurrency=1000, runtime_env=self.options.runtime_env,
+                ).remote(topic, self.options.namespace, self.instance,
+                         self.options.queue_batches)
+                if await handle.creator.remote() == self.instance:
+                    self._owned[name] = handle
+                self._handles[name] = handle
+            return self._handles[name]
+
+    def topic_backend(self, name: str) -> RayTopicBackend:
+        return RayTopicBackend(name, self.topic_actor, self.instance, self._tasks,
+                               self.options.queue_size)
+
+    def adapt_subscriber(self, target: object) -> Subscriber | None:
+        return subscriber_for(target, self.options.event_window)
+
+    def adapt_operator(self, target: object) -> Processor | None:
+        return processor_for(target, self.options.event_window)
+
+    async def run_job(self, plan: JobPlan, bus: Bus) -> JobBackend:
+        return await RayJob(plan, bus, self).start()

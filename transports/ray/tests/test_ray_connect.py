@@ -1,0 +1,72 @@
+"""How ``er.connect`` finds Ray: as a Ray client over ``ray://``, and by starting a local Ray
+that it shuts down again. Each runs in a fresh process, as a user's program would."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from eventray_ray.testing import RayHead
+
+PROGRAM = textwrap.dedent("""
+    import asyncio, sys
+    import eventray as er
+
+    async def main():
+        async with er.connect(*sys.argv[1:]) as bus:
+            topic = bus.topic("example")
+            topic >> print
+            topic << "hello" << "world"
+            await topic.flush()
+            print(sorted(await bus.from_values(1, 2, 3).map(lambda v: v * 10).key_by(str)
+                  .reduce(max).collect(parallelism=2)))
+            print("attached", bus.transport.attached)
+
+    asyncio.run(main())
+""")
+
+
+def run(*args: str, env: dict[str, str]) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", PROGRAM, *args], capture_output=True,
+                          text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.splitlines()
+
+
+def processes_under(path: Path) -> list[str]:
+    """Processes whose command line mentions ``path`` (a Ray session's temp directory)."""
+    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if str(path) in line]
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp directory with a short path: Ray's unix sockets allow 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="er-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_ray_client_url(short_tmp: Path) -> None:
+    with RayHead.start(short_tmp) as head:
+        assert run(head.client_url, env=head.env) == [
+            "hello", "world", "[10, 20, 30]", "attached True"
+        ]
+    assert processes_under(short_tmp) == []
+
+
+def test_starts_a_local_ray_and_shuts_it_down(short_tmp: Path) -> None:
+    env = RayHead.isolated_env(short_tmp)
+    assert run("ray", env=env) == ["hello", "world", "[10, 20, 30]", "attached True"]
+    deadline = time.monotonic() + 20
+    while processes_under(short_tmp) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_under(short_tmp) == [], "a Ray eventray started is stopped on close"
