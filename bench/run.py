@@ -24,6 +24,7 @@ from .harness import Options, Row, Workload, append_results, emit, medians
 from .ray_delivery import w4
 from .streams import w1, w3, w5
 from .topics import t1
+from .webhook import wh
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ WORKLOADS: dict[str, Spec] = {
     "W3": Spec(w3, 1_000_000, ("memory", "ray")),
     "W4": Spec(w4, 100_000, ("ray",)),
     "W5": Spec(w5, 100_000, ("memory", "ray"), (1, 2)),
+    "WH": Spec(wh, 20_000, ("memory",)),
 }
 
 

@@ -71,11 +71,35 @@ def test_windows(transport: str, request: pytest.FixtureRequest) -> None:
     assert len(late) == 2, "cat's view is late for both windowings"
 
 
-def test_readme_snippets_come_from_the_examples() -> None:
-    readme = (EXAMPLES.parent / "README.md").read_text()
-    blocks = readme.split("```python\n")[1:]
+READMES = [EXAMPLES.parent / "README.md", *EXAMPLES.parent.glob("*/*/README.md")]
+
+
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(EXAMPLES.parent)))
+def test_readme_snippets_come_from_the_examples(readme: Path) -> None:
+    blocks = readme.read_text().split("```python\n")[1:]
     sources = [path.read_text() for path in EXAMPLES.glob("*.py")]
     assert blocks, "the README shows code"
     for block in blocks:
         snippet = block.split("```")[0]
         assert any(snippet in source for source in sources), f"not in any example:\n{snippet}"
+
+
+def test_actors_example(on_ray: dict[str, str]) -> None:
+    assert run_example("actors.py", env=on_ray).splitlines() == [
+        "Counter saw 1000", "BatchCounter saw 1000"
+    ]
+
+
+def test_quotes_on_ray(on_ray: dict[str, str]) -> None:
+    assert run_example("quotes.py", env=on_ray).splitlines() == [
+        "#rayvens AAPL is up", "#rayvens AAPL is unchanged", "#rayvens AAPL is down"
+    ]
+
+
+@pytest.mark.parametrize("transport", ["memory", "ray"])
+def test_embedded_in_aiohttp(transport: str, request: pytest.FixtureRequest) -> None:
+    env = request.getfixturevalue("on_ray") if transport == "ray" else None
+    assert run_example("embed_aiohttp.py", transport, env=env).splitlines() == [
+        "POST /orders 202", "POST /orders 202", "POST /orders 202", "POST /orders 400",
+        "GET /totals {'ann': 8, 'bob': 7}",
+    ]

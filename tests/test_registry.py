@@ -81,8 +81,8 @@ def test_unknown_kind_lists_installed_kinds_and_hints_install(plugin: Path) -> N
     with pytest.raises(er.UnknownKindError) as caught:
         er.connector("nope-source")
     assert "countdown-source" in str(caught.value) and "shelf-sink" in caught.value.installed
-    with pytest.raises(er.UnknownKindError, match=r'pip install "eventray\[http\]"'):
-        er.connector("slack-sink", channel="#x")
+    with pytest.raises(er.UnknownKindError, match=r'pip install "eventray\[smtp\]"'):
+        er.connector("smtp-sink", host="127.0.0.1")
 
 
 def test_config_without_kind_and_wrong_roles(plugin: Path) -> None:
@@ -129,8 +129,10 @@ def test_cli_lists_kinds_with_plugin_and_fields(
     assert countdown["role"] == "source"
     assert countdown["plugin"] == "throwaway-connectors 0.1.0"
     assert countdown["fields"][0] == {
-        "name": "start", "type": "int", "required": True, "aliases": ["startFrom"]
+        "name": "start", "type": "int", "required": True, "default": None,
+        "aliases": ["startFrom"],
     }
+    assert countdown["fields"][1]["default"] == "n"
     assert "broken-sink" in err, "a kind that fails to load is reported, not hidden"
     assert cli(["connectors"]) == 0
     assert "shelf: str, required (alias shelfName)" in capsys.readouterr().out

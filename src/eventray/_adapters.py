@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from ._errors import RejectedEvents
 from ._event import Event
 from ._protocols import Operator, Sink
 
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
     from ._topic import Topic
 
 Failures = list[tuple[Event, BaseException]]
+
+
+class Rejected(Exception):
+    """One event a sink rejected, with the sink's own description of why."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
 
 
 def is_async_callable(target: object) -> bool:
@@ -130,6 +139,8 @@ class SinkSubscriber(Subscriber):
     async def deliver(self, batch: list[Event]) -> Failures:
         try:
             await self.sink.write(batch)
+        except RejectedEvents as rejected:
+            return [(batch[index], Rejected(text)) for index, text in rejected.failures]
         except Exception as exc:
             return [(event, exc) for event in batch]
         return []

@@ -368,8 +368,13 @@ async def _feed(topic: Topic[Any], source: Source, max_batch: int) -> None:
             failures = 0
             if batch is None:
                 return
-            if batch:
-                await topic._publish_events(list(batch))
+            events = [event for event in batch if not isinstance(event.value, DeadLetter)]
+            if len(events) < len(batch):  # records the source could not decode
+                await topic._bus._publish_dead_letters(
+                    [event.value for event in batch if isinstance(event.value, DeadLetter)]
+                )
+            if events:
+                await topic._publish_events(events)
     finally:
         if started:
             await source.stop()

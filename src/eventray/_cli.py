@@ -28,7 +28,7 @@ def _connectors(as_json: bool) -> int:
                 "plugin": f"{plugin.distribution} {plugin.version}".strip(),
                 "fields": [
                     {"name": f.name, "type": f.type, "required": f.required,
-                     "aliases": list(f.aliases)}
+                     "default": _plain(f.default), "aliases": list(f.aliases)}
                     for f in fields
                 ],
             }
@@ -43,9 +43,18 @@ def _connectors(as_json: bool) -> int:
         print(f"{row['kind']}  ({row['role']}, from {row['plugin']})")
         for field in row["fields"]:
             alias = f" (alias {', '.join(field['aliases'])})" if field["aliases"] else ""
-            need = "required" if field["required"] else "optional"
+            need = "required" if field["required"] else f"default {field['default']!r}"
             print(f"    {field['name']}: {field['type']}, {need}{alias}")
     return 0
+
+
+def _plain(value: Any) -> Any:
+    """``value`` if JSON can hold it, else its repr."""
+    try:
+        json.dumps(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def _transports() -> int:

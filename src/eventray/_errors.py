@@ -9,6 +9,7 @@
     ├── ClosedError                          the bus or topic was used after close()
     ├── TopicFull                            ``topic << value`` found no room
     ├── ConnectorError                       a connector failed talking to its service
+    │   └── RejectedEvents                   a sink refused some events of a batch
     ├── TransportError                       a transport failed (Ray, Kafka, ...)
     └── StageFailed                          a stream stage failed; carries the stage name
 
@@ -80,6 +81,19 @@ class ConnectorError(EventrayError):
         super().__init__(f"{kind}: {message}" if kind else message)
         self.kind = kind
         self.retriable = retriable
+
+
+class RejectedEvents(ConnectorError):
+    """Raised by ``Sink.write`` when only some events of the batch failed.
+
+    ``failures`` pairs each failed event's index in the batch with its error text; only those
+    events become dead letters, the rest of the batch counts as written.
+    """
+
+    def __init__(self, failures: list[tuple[int, str]], *, kind: str | None = None) -> None:
+        first = failures[0][1] if failures else "no failures"
+        super().__init__(f"{len(failures)} event(s) rejected, first: {first}", kind=kind)
+        self.failures = failures
 
 
 class TransportError(EventrayError):

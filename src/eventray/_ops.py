@@ -14,9 +14,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from ._adapters import is_async_callable
+from ._adapters import Rejected, is_async_callable
 from ._batch import Batch, apply_each
-from ._errors import ConfigError
+from ._errors import ConfigError, RejectedEvents
 from ._protocols import Operator
 
 if TYPE_CHECKING:
@@ -313,6 +313,8 @@ class ConnectorSinkOp(StreamOp):
             self.started = True
         try:
             await self.shared.sink.write(batch.to_events())
+        except RejectedEvents as rejected:
+            await ctx.fail(self, batch, [(i, Rejected(text)) for i, text in rejected.failures])
         except Exception as exc:
             await ctx.fail(self, batch, [(i, exc) for i in range(len(batch))])
         return batch

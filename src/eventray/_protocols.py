@@ -25,9 +25,12 @@ class Source(Protocol):
     """Produces events in batches.
 
     ``read`` waits for at least one event and returns up to ``max_events``; it may return an
-    empty batch, and returns ``None`` once a bounded source is exhausted. ``snapshot`` is the
-    position to resume from, ``restore`` resumes there, and ``commit`` acknowledges upstream
-    once a checkpoint holding that position is durable.
+    empty batch, and returns ``None`` once a bounded source is exhausted. A record the source
+    cannot decode comes back as an event whose value is an ``er.DeadLetter``: it goes to the
+    dead-letter topic, not downstream. ``snapshot`` is the position to resume from,
+    ``restore`` resumes there, and ``commit`` acknowledges upstream once a checkpoint holding
+    that position is durable. A source class with ``runs_in_driver = True`` (a server bound
+    to this machine) is run in the program's own process by transports that place stages.
     """
 
     async def start(self) -> None: ...

@@ -164,6 +164,8 @@ class ConnectorReader(Reader):
     def __init__(self, source: Any) -> None:
         self.source = source
         self.name = f"from_source:{getattr(source, 'kind', '') or type(source).__name__}"
+        # a server (a webhook) listens where the program that configured it runs
+        self.driver_local = bool(getattr(source, "runs_in_driver", False))
         self._ctx: StageContext | None = None
         self._started = False
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import logging
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from ._connector import Connector
 from ._errors import ConfigError, PluginError, UnknownKindError
@@ -143,10 +144,9 @@ class Registry:
                 for choice in getattr(alias, "choices", [alias] if alias else [])
                 if isinstance(choice, str) and choice != name
             )
-            annotation = info.annotation
-            type_name = getattr(annotation, "__name__", None) or str(annotation)
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
             out.append(
-                FieldInfo(name, type_name, info.is_required(), info.default, aliases)
+                FieldInfo(name, type_name(info.annotation), info.is_required(), default, aliases)
             )
         return out
 
@@ -193,6 +193,22 @@ class Registry:
                 entry_point=plugin.entry_point.value,
             )
         return factory  # type: ignore[no-any-return]
+
+
+def type_name(annotation: Any) -> str:
+    """A short, readable name for a config field's type (``int``, ``'GET' | 'POST'``)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in args)
+    if origin is Annotated:
+        return type_name(args[0])
+    if origin is not None:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return str(getattr(annotation, "__name__", annotation))
 
 
 def _kind(instance: object) -> str | None:

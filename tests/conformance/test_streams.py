@@ -370,3 +370,15 @@ async def test_trickling_topic_input_loses_nothing(bus: er.Bus) -> None:
     await topic.flush()
     await job.stop(drain=True)
     assert sorted(got) == list(range(2000))
+
+
+async def test_stream_sink_rejecting_some_events(bus: er.Bus) -> None:
+    from .test_topics import PickySink
+
+    letters = Recorder()
+    bus.dead_letters >> letters
+    passed = await bus.from_collection(range(6)).sink(PickySink()).collect()
+    await bus.dead_letters.flush()
+    assert passed == list(range(6)), "a sink passes every record on"
+    assert [d.value for d in letters.values] == [1, 3, 5]
+    assert letters.values[0].error == "odd: 1"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -328,3 +328,33 @@ async def test_subscriber_config_errors(bus: er.Bus) -> None:
         bus.topic("errors", operator=str)
     with pytest.raises(er.ConfigError, match="is not a sink"):
         bus.topic("not-a-sink", sink=ListSource(values=[]))
+
+
+class PickySink(er.BaseSink[er.ConnectorConfig]):
+    """Writes even values; rejects odd ones (only those)."""
+
+    kind = "picky-sink"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[int] = []
+
+    async def write(self, batch: Sequence[er.Event]) -> None:
+        rejected = [(i, f"odd: {e.value}") for i, e in enumerate(batch) if e.value % 2]
+        self.written += [e.value for e in batch if not e.value % 2]
+        if rejected:
+            raise er.RejectedEvents(rejected, kind=self.kind)
+
+
+async def test_sink_rejecting_some_events_dead_letters_only_those(bus: er.Bus) -> None:
+    letters = Recorder()
+    bus.dead_letters >> letters
+    sink = PickySink()
+    topic = bus.topic("picky", sink=sink)
+    for i in range(6):
+        topic << i
+    await topic.flush()
+    await bus.dead_letters.flush()
+    assert sink.written == [0, 2, 4]
+    assert [(d.value, d.error) for d in letters.values] == [(1, "odd: 1"), (3, "odd: 3"),
+                                                           (5, "odd: 5")]
