@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--parallelism", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--record", action="store_true",
+                        help="append the medians to bench/RESULTS.md (always done by 'all')")
     args = parser.parse_args(argv)
     names = list(WORKLOADS) if args.workload == "all" else [args.workload]
     repeat = args.repeat or (5 if args.workload == "all" else 1)
@@ -90,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medians of {repeat} runs:")
         for row in summary:
             print("  " + row.line())
-    if args.workload == "all":
-        append_results(summary, repeat, "python bench/run.py all")
+    if args.workload == "all" or args.record:
+        command = " ".join(["python bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+        append_results(summary, repeat, command)
     return 0 if all(row.ok for row in everything) else 1
 
 

@@ -22,12 +22,13 @@ from ._errors import (
     UnknownKindError,
 )
 from ._event import DeadLetter, Event
+from ._iteration import TopicIterator
 from ._job import Job
 from ._polling import PollingSource
 from ._protocols import Operator, Sink, Source, TopicBackend, Transport
 from ._registry import connector, registry
 from ._stream import Stream, WindowedStream
-from ._topic import Subscription, Topic, TopicIterator
+from ._topic import Subscription, Topic
 from ._windows import Session, Sliding, Tumbling, WindowResult
 
 __version__ = "0.1.0"

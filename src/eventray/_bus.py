@@ -41,7 +41,7 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9_.\-/>]{1,200}$")
 
 
 class Bus:
-    """A connection to a transport: topics by name, and (later) streams and jobs.
+    """A connection to a transport: topics by name, streams and the jobs running them.
 
     Use ``async with er.connect(...) as bus:`` or call ``await bus.close()``. Closing drains
     what was published (up to ``close_timeout`` seconds), then stops sources, subscribers and

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ._channel import BatchChannel
 from ._errors import StageFailed
 from ._event import DeadLetter, Event, describe
+from ._iteration import TopicStream
 from ._plan import JobPlan, StagePlan
 from ._runtime import (
     End,
@@ -19,7 +20,6 @@ from ._runtime import (
     StageRunner,
 )
 from ._tasks import TaskOwner
-from ._topic import TopicStream
 
 if TYPE_CHECKING:
     from ._bus import Bus

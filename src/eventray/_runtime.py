@@ -242,7 +242,7 @@ class StageRunner:
                 batch = await self._read_lingering(reader)
             except asyncio.CancelledError:
                 if self._stopped_by_us(task):
-                    return
+                    break  # a drain: what the reader already holds is handed over below
                 raise
             finally:
                 self._reading = None

@@ -34,10 +34,11 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-def run(*args: str, env: dict[str, str]) -> list[str]:
+def run(*args: str, env: dict[str, str], head: RayHead | None = None) -> list[str]:
     done = subprocess.run([sys.executable, "-c", PROGRAM, *args], capture_output=True,
                           text=True, timeout=180, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    logs = head.logs("ray_client_server*.err") if head is not None else ""
+    assert done.returncode == 0, f"{done.stderr[-3000:]}\n{logs}"
     return done.stdout.splitlines()
 
 
@@ -57,7 +58,7 @@ def short_tmp() -> Iterator[Path]:
 
 def test_ray_client_url(short_tmp: Path) -> None:
     with RayHead.start(short_tmp) as head:
-        assert run(head.client_url, env=head.env) == [
+        assert run(head.client_url, env=head.env, head=head) == [
             "hello", "world", "[10, 20, 30]", "attached True"
         ]
     assert processes_under(short_tmp) == []

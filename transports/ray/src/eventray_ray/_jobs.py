@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -14,12 +15,20 @@ from eventray import ConfigError, StageFailed
 from eventray._event import describe
 from eventray._job import BusStageContext, JobBackend, Metrics
 from eventray._ops import TopicSinkOp
-from eventray._plan import JobPlan, StagePlan
+from eventray._plan import Exchange, JobPlan, StagePlan
 from eventray._readers import TopicReader
 from eventray._runtime import StageRunner
 from eventray._tasks import TaskOwner
 
-from ._stage_actor import RelayInbox, StageActor, StageSpec, emitter_for
+from ._stage_actor import (
+    ActorReceiver,
+    HeldReceiver,
+    PulledInbox,
+    Receiver,
+    StageActor,
+    StageSpec,
+    emitter_for,
+)
 
 if TYPE_CHECKING:
     from eventray import Bus
@@ -42,7 +51,8 @@ def _topics_used(plan: JobPlan) -> set[str]:
 
 class RayJob(JobBackend):
     """Stage instances as named actors ``<job>.<stage>.<index>``; stages that must run in the
-    driver (sinks that call back into it, in-memory sources) run here as tasks."""
+    driver (sinks that call back into it, in-memory sources) run here as tasks, taking their
+    input from the actors before them."""
 
     def __init__(self, plan: JobPlan, bus: Bus, transport: RayTransport) -> None:
         self.plan = plan
@@ -62,33 +72,30 @@ class RayJob(JobBackend):
     def _actor_name(self, stage: StagePlan, index: int) -> str:
         return f"{self.plan.name}.{self.names[stage.index]}.{index}"
 
-    def _spec(self, stage: StagePlan, index: int, *, relay: bool) -> StageSpec:
+    def _spec(self, stage: StagePlan, index: int) -> StageSpec:
         plan = self.plan
-        outputs = [
-            (plan.stages[o].exchange,
-             [self._actor_name(plan.stages[o], i) for i in range(plan.stages[o].parallelism)])
-            for o in stage.outputs
-        ]
+        outputs: list[tuple[Exchange, list[str] | None]] = []
+        for o in stage.outputs:
+            receiving = plan.stages[o]
+            names = (None if receiving.placement == "driver" else
+                     [self._actor_name(receiving, i) for i in range(receiving.parallelism)])
+            outputs.append((receiving.exchange, names))
         options = self.transport.options
         return StageSpec(
             job=plan.name, stage=stage, stage_name=self.names[stage.index], index=index,
             outputs=outputs, expected_ends=stage.upstream_instances(plan.stages),
             batch_size=plan.batch_size, linger=plan.linger, on_error=plan.on_error,
-            namespace=options.namespace, credits=options.credits, relay=relay,
+            namespace=options.namespace, credits=options.credits,
         )
 
     async def start(self) -> RayJob:
         for topic in _topics_used(self.plan):
             await self.bus.topic(topic)._backend.actor()  # type: ignore[attr-defined]
         options = self.transport.options
-        specs = []
-        for stage in self.plan.stages:
-            in_driver = stage.placement == "driver"
+        actor_stages = [s for s in self.plan.stages if s.placement != "driver"]
+        for stage in actor_stages:
             for index in range(stage.parallelism):
-                if in_driver and stage.reader is not None:
-                    continue  # a driver-side source needs no inbox
-                spec = self._spec(stage, index, relay=in_driver)
-                specs.append(spec)
+                spec = self._spec(stage, index)
                 self._actors[spec.actor_name] = StageActorClass.options(
                     name=spec.actor_name, namespace=options.namespace,
                     num_cpus=options.stage_num_cpus, max_concurrency=1000,
@@ -96,12 +103,8 @@ class RayJob(JobBackend):
                 ).remote(spec)
         try:
             await asyncio.gather(*(handle.ready.remote() for handle in self._actors.values()))
-            await asyncio.gather(*(self._actors[s.actor_name].open.remote()
-                                   for s in specs if not s.relay))
-            for stage in self.plan.stages:
-                if stage.placement == "driver":
-                    for index in range(stage.parallelism):
-                        await self._start_local(stage, index)
+            await asyncio.gather(*(handle.open.remote() for handle in self._actors.values()))
+            await self._start_driver_stages()
         except BaseException as exc:
             await self._kill_all()
             await self._tasks.aclose()
@@ -109,28 +112,62 @@ class RayJob(JobBackend):
                 raise ConfigError(f"a job named {self.plan.name!r} is already running",
                                   field="name") from exc
             raise
-        self._runs = {s.actor_name: self._actors[s.actor_name].run.remote()
-                      for s in specs if not s.relay}
+        self._runs = {name: handle.run.remote() for name, handle in self._actors.items()}
         self._supervisor = self._tasks.spawn(self._supervise(), name="supervise")
         return self
 
-    async def _start_local(self, stage: StagePlan, index: int) -> None:
-        spec = self._spec(stage, index, relay=True)
-        outputs = [(exchange, [ray.get_actor(n, namespace=spec.namespace) for n in names])
-                   for exchange, names in spec.outputs]
-        runner = StageRunner(
-            stage, index, job=self.plan.name, stage_name=spec.stage_name,
-            expected_ends=spec.expected_ends, ctx=BusStageContext(self.bus),
-            emitter=emitter_for(spec.actor_name, outputs, spec.credits),
-            batch_size=spec.batch_size, linger=spec.linger, on_error=spec.on_error,
-        )
-        await runner.open()
-        inbox = RelayInbox(self._actors[spec.actor_name]) if stage.reader is None else None
-        self._local.append(runner)
-        self._local_tasks.append(self._tasks.spawn(self._watch_local(runner, inbox),
-                                                   name=runner.name))
+    async def _start_driver_stages(self) -> None:
+        """Stages placed in the driver run here; each takes what its upstream actors hold
+        for it through a pulling task of its own."""
+        plan, options = self.plan, self.transport.options
+        driver = [s for s in plan.stages if s.placement == "driver"]
+        inboxes = {(s.index, i): PulledInbox(8) for s in driver if s.reader is None
+                   for i in range(s.parallelism)}
+        for stage in driver:
+            for index in range(stage.parallelism):
+                name = self._actor_name(stage, index)
+                receivers: list[list[Receiver]] = []
+                for o in stage.outputs:
+                    receiving = plan.stages[o]
+                    receivers.append([
+                        HeldReceiver(inboxes[(o, i)].channel) if receiving.placement == "driver"
+                        else ActorReceiver(self._actors[self._actor_name(receiving, i)], name,
+                                           options.credits)
+                        for i in range(receiving.parallelism)
+                    ])
+                runner = StageRunner(
+                    stage, index, job=plan.name, stage_name=self.names[stage.index],
+                    expected_ends=stage.upstream_instances(plan.stages),
+                    ctx=BusStageContext(self.bus),
+                    emitter=emitter_for(name, [plan.stages[o].exchange for o in stage.outputs],
+                                        receivers),
+                    batch_size=plan.batch_size, linger=plan.linger, on_error=plan.on_error,
+                )
+                await runner.open()
+                inbox = inboxes.get((stage.index, index))
+                self._local.append(runner)
+                self._local_tasks.append(self._tasks.spawn(self._watch_local(runner, inbox),
+                                                           name=runner.name))
+                for upstream in (plan.stages[u] for u in stage.inputs):
+                    if upstream.placement == "driver" or inbox is None:
+                        continue
+                    output = upstream.outputs.index(stage.index)
+                    for i in range(upstream.parallelism):
+                        handle = self._actors[self._actor_name(upstream, i)]
+                        self._local_tasks.append(self._tasks.spawn(
+                            self._watch_local_pull(runner.name, inbox.pull(
+                                handle, output, index, plan.batch_size)),
+                            name=f"{runner.name}<{i}",
+                        ))
 
-    async def _watch_local(self, runner: StageRunner, inbox: RelayInbox | None) -> None:
+    async def _watch_local_pull(self, stage: str, pulling: Coroutine[Any, Any, None]) -> None:
+        try:
+            await pulling
+        except RayActorError as exc:
+            self._fail(StageFailed(stage, f"a stage actor it reads from died ({exc})",
+                                   self.plan.name))
+
+    async def _watch_local(self, runner: StageRunner, inbox: PulledInbox | None) -> None:
         try:
             await runner.run(inbox)
         except StageFailed as failed:

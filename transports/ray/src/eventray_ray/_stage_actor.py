@@ -3,14 +3,16 @@
 Upstream instances ``push`` batches with a per-sender sequence number (async actors do not
 promise to run calls in the order they were made, so the inbox restores it), each sender
 keeping at most ``credits`` pushes in flight per receiver: that window, and the bounded inbox
-behind it, is the backpressure between stages. A relay actor is only an inbox, read with
-``take`` by a stage that runs in the driver.
+behind it, is the backpressure between stages. Output for a stage that runs in the driver is
+held in a bounded channel of the sending actor, and the driver takes it (``take_output``):
+actors cannot call into the driver, and a relay actor in between would cost a hop.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from eventray._channel import BatchChannel
 from eventray._plan import Exchange, StagePlan
 from eventray._runtime import (
     Emitter,
+    End,
     EventStream,
     NullEmitter,
     PartitioningEmitter,
@@ -57,50 +60,89 @@ class OrderedInbox:
         self.channel.task_done(count)
 
 
-class RayEmitter(PartitioningEmitter):
-    """Pushes to the next stages' actors, at most ``credits`` pushes in flight to each."""
+class Receiver(ABC):
+    """Where one stage instance sends to one instance of the next stage, in order."""
 
-    def __init__(self, sender: str, exchanges: Sequence[Exchange], receivers: list[list[Any]],
-                 credits: int) -> None:
+    @abstractmethod
+    async def send(self, items: list[Any]) -> None:
+        """Hand over ``items`` (batches and control messages), waiting for room."""
+
+    async def settle(self) -> None:
+        """Wait until everything sent was received."""
+
+
+class ActorReceiver(Receiver):
+    """Pushes to a stage actor, at most ``credits`` pushes in flight, numbered so the
+    receiving (async) actor can put them back in order."""
+
+    def __init__(self, handle: Any, sender: str, credits: int) -> None:
+        self.handle = handle
+        self.sender = sender
+        self.credits = credits
+        self._seq = 0
+        self._in_flight: deque[Any] = deque()
+
+    async def send(self, items: list[Any]) -> None:
+        while len(self._in_flight) >= self.credits:
+            await self._in_flight.popleft()
+        self._in_flight.append(self.handle.push.remote(self.sender, self._seq, items))
+        self._seq += 1
+
+    async def settle(self) -> None:
+        while self._in_flight:
+            await self._in_flight.popleft()
+
+
+class HeldReceiver(Receiver):
+    """Keeps what is sent in a bounded channel of this process: for a stage in the driver,
+    which takes it from there (``take_output`` of a stage actor, or directly when the sender
+    runs in the driver too)."""
+
+    def __init__(self, channel: BatchChannel[Any]) -> None:
+        self.channel = channel
+
+    async def send(self, items: list[Any]) -> None:
+        await self.channel.put(items)
+
+
+class RayEmitter(PartitioningEmitter):
+    """Sends each piece of output to its receiver."""
+
+    def __init__(self, sender: str, exchanges: Sequence[Exchange],
+                 receivers: list[list[Receiver]]) -> None:
         super().__init__(sender, exchanges, [len(r) for r in receivers])
         self.receivers = receivers
-        self.credits = credits
-        self._seq: dict[tuple[int, int], int] = {}
-        self._in_flight: dict[tuple[int, int], deque[Any]] = {}
 
     async def send(self, output: int, receiver: int, items: list[Any]) -> None:
-        key = (output, receiver)
-        pending = self._in_flight.setdefault(key, deque())
-        while len(pending) >= self.credits:
-            await pending.popleft()
-        seq = self._seq.get(key, 0)
-        self._seq[key] = seq + 1
-        pending.append(self.receivers[output][receiver].push.remote(self.sender, seq, items))
+        await self.receivers[output][receiver].send(items)
 
     async def end(self) -> None:
         await super().end()
-        for pending in self._in_flight.values():
-            while pending:
-                await pending.popleft()
+        for receivers in self.receivers:
+            for receiver in receivers:
+                await receiver.settle()
 
 
-class RelayInbox:
-    """The inbox of a stage running in the driver: batches taken from its relay actor."""
+class PulledInbox:
+    """The inbox of a stage running in the driver: what its upstream stage actors hold for
+    it, taken by one pulling task each, plus what driver-side senders put in directly."""
 
-    def __init__(self, relay: Any) -> None:
-        self.relay = relay
-        self._taking: Any = None  # a take call whose result nobody has used yet
+    def __init__(self, capacity: int) -> None:
+        self.channel: BatchChannel[Any] = BatchChannel(capacity)
+
+    async def pull(self, upstream: Any, output: int, receiver: int, max_items: int) -> None:
+        """Take from one upstream actor until it has sent its ``End``."""
+        while True:
+            items: list[Any] = await upstream.take_output.remote(output, receiver, max_items)
+            await self.channel.put(items)
+            if any(isinstance(item, End) for item in items):
+                return
 
     async def get(self, max_items: int) -> list[Any] | None:
-        """Safe to cancel: an answered take is kept for the next call."""
-        if self._taking is None:
-            self._taking = self.relay.take.remote(max_items)
-        items: list[Any] | None = await self._taking
-        self._taking = None
-        return items
+        return await self.channel.get(max_items)
 
     def task_done(self, count: int) -> None:
-        """Taken is done, as far as the relay counts."""
+        self.channel.task_done(count)
 
 
 class ActorStageContext(StageContext):
@@ -134,7 +176,8 @@ class StageSpec:
     stage: StagePlan
     stage_name: str
     index: int
-    outputs: list[tuple[Exchange, list[str]]]  # per next stage: exchange, its actors' names
+    # per next stage: its exchange, and its actors' names (None: it runs in the driver)
+    outputs: list[tuple[Exchange, list[str] | None]]
     expected_ends: int
     batch_size: int
     linger: float
@@ -142,27 +185,24 @@ class StageSpec:
     namespace: str
     credits: int
     inbox_batches: int = 8
-    relay: bool = False
 
     @property
     def actor_name(self) -> str:
         return f"{self.job}.{self.stage_name}.{self.index}"
 
 
-def emitter_for(sender: str, outputs: list[tuple[Exchange, list[Any]]],
-                credits: int) -> Emitter:
-    if not outputs:
-        return NullEmitter()
-    return RayEmitter(sender, [exchange for exchange, _ in outputs],
-                      [handles for _, handles in outputs], credits)
+def emitter_for(sender: str, exchanges: list[Exchange],
+                receivers: list[list[Receiver]]) -> Emitter:
+    return RayEmitter(sender, exchanges, receivers) if receivers else NullEmitter()
 
 
 class StageActor:
-    """One stage instance (or, as a relay, the inbox of one that runs in the driver)."""
+    """One stage instance."""
 
     def __init__(self, spec: StageSpec) -> None:
         self.spec = spec
         self.inbox = OrderedInbox(spec.inbox_batches)
+        self.held: dict[tuple[int, int], BatchChannel[Any]] = {}  # output for the driver
         self.runner: StageRunner | None = None
 
     def ready(self) -> int:
@@ -170,14 +210,21 @@ class StageActor:
 
     async def open(self) -> None:
         spec = self.spec
-        outputs = [
-            (exchange, [ray.get_actor(name, namespace=spec.namespace) for name in names])
-            for exchange, names in spec.outputs
-        ]
+        receivers: list[list[Receiver]] = []
+        for output, (_, names) in enumerate(spec.outputs):
+            if names is None:  # the next stage runs in the driver and takes from here
+                self.held[(output, 0)] = BatchChannel(spec.credits)
+                receivers.append([HeldReceiver(self.held[(output, 0)])])
+            else:
+                receivers.append([
+                    ActorReceiver(ray.get_actor(name, namespace=spec.namespace),
+                                  spec.actor_name, spec.credits)
+                    for name in names
+                ])
         self.runner = StageRunner(
             spec.stage, spec.index, job=spec.job, stage_name=spec.stage_name,
             expected_ends=spec.expected_ends, ctx=ActorStageContext(spec.namespace),
-            emitter=emitter_for(spec.actor_name, outputs, spec.credits),
+            emitter=emitter_for(spec.actor_name, [e for e, _ in spec.outputs], receivers),
             batch_size=spec.batch_size, linger=spec.linger, on_error=spec.on_error,
         )
         await self.runner.open()
@@ -190,10 +237,12 @@ class StageActor:
     async def push(self, sender: str, seq: int, items: list[Any]) -> None:
         await self.inbox.push(sender, seq, items)
 
-    async def take(self, max_items: int) -> list[Any] | None:
-        items = await self.inbox.get(max_items)
-        if items is not None:
-            self.inbox.task_done(len(items))
+    async def take_output(self, output: int, receiver: int, max_items: int) -> list[Any]:
+        """What this instance holds for the driver-side stage ``output``, waiting for some."""
+        channel = self.held[(output, receiver)]
+        items = await channel.get(max_items)
+        assert items is not None  # the channel is never closed: an End ends the taking
+        channel.task_done(len(items))
         return items
 
     def request_stop(self) -> None:

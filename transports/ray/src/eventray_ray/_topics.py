@@ -147,8 +147,15 @@ class RayTopicBackend:
         except Exception as exc:
             log.error("dead letters of topic %r lost too: %s", self.name, error_text(exc))
 
+    async def _settle_all(self) -> None:
+        """Wait for every publish call in flight: the topic actor is async, so a later call
+        of another kind (subscribe, unsubscribe, flush) could otherwise overtake them."""
+        while self._in_flight:
+            await self._settle_oldest()
+
     async def subscribe(self, spec: SubscriptionSpec) -> None:
         handle = await self.actor()
+        await self._settle_all()
         key = self._key(spec)
         subscriber = spec.subscriber
         if isinstance(subscriber, RemoteSubscriber):
@@ -174,6 +181,7 @@ class RayTopicBackend:
             channel.close()
 
     async def unsubscribe(self, spec: SubscriptionSpec, *, drain: bool) -> None:
+        await self._settle_all()
         key = self._remote.pop(spec.id, None)
         if key is not None:
             handle = await self.actor()
@@ -193,8 +201,7 @@ class RayTopicBackend:
 
     async def flush(self) -> None:
         handle = await self.actor()
-        while self._in_flight:
-            await self._settle_oldest()
+        await self._settle_all()
         targets: dict[str, int] = await handle.flush.remote()
         for local in list(self._local.values()):
             target = targets.get(local.stream.key)
@@ -204,8 +211,7 @@ class RayTopicBackend:
     async def close(self) -> None:
         try:
             async with asyncio.timeout(5):
-                while self._in_flight:
-                    await self._settle_oldest()
+                await self._settle_all()
         except TimeoutError:
             log.warning("topic %r: publish calls still in flight at close", self.name)
         locals_ = list(self._local.values())

@@ -109,6 +109,16 @@ class RayHead:
             raise RuntimeError(f"{exc}; ray start said:\n{log_path.read_text()[-2000:]}") from exc
         return head
 
+    def logs(self, pattern: str = "*.err", tail: int = 2000) -> str:
+        """The end of each log file of the head's session matching ``pattern``, for
+        diagnosing a failure."""
+        parts = []
+        for path in sorted(self.temp_dir.glob(f"session_latest/logs/{pattern}")):
+            text = path.read_text(errors="replace")[-tail:].strip()
+            if text:
+                parts.append(f"--- {path.name}\n{text}")
+        return "\n".join(parts)
+
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the head (``ray start --block`` stops what it started) by its PID."""
         if self.process.poll() is None:
