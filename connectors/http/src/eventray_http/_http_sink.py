@@ -53,6 +53,13 @@ class _Requests:
         self.session: aiohttp.ClientSession | None = None
         self.attempts = 0
 
+    @classmethod
+    def of(cls, config: HttpSinkConfig | SlackSinkConfig, connections: int) -> _Requests:
+        """The retry policy a sink's config sets."""
+        return cls(timeout=config.timeout, retries=config.retries,
+                   backoff_initial=config.backoff_initial, backoff_max=config.backoff_max,
+                   max_retry_after=config.max_retry_after, connections=connections)
+
     async def open(self) -> None:
         if self.session is None:
             self.session = aiohttp.ClientSession(
@@ -103,12 +110,7 @@ class HttpSink(BaseSink[HttpSinkConfig]):
 
     def __init__(self, config: Any = None, /, **fields: Any) -> None:
         super().__init__(config, **fields)
-        c = self.config
-        self.requests = _Requests(
-            timeout=c.timeout, retries=c.retries, backoff_initial=c.backoff_initial,
-            backoff_max=c.backoff_max, max_retry_after=c.max_retry_after,
-            connections=c.concurrency,
-        )
+        self.requests = _Requests.of(self.config, self.config.concurrency)
         self._slots: asyncio.Semaphore | None = None
 
     async def start(self) -> None:
@@ -154,11 +156,7 @@ class SlackSink(BaseSink[SlackSinkConfig]):
 
     def __init__(self, config: Any = None, /, **fields: Any) -> None:
         super().__init__(config, **fields)
-        c = self.config
-        self.requests = _Requests(
-            timeout=c.timeout, retries=c.retries, backoff_initial=c.backoff_initial,
-            backoff_max=c.backoff_max, max_retry_after=c.max_retry_after, connections=1,
-        )
+        self.requests = _Requests.of(self.config, connections=1)
 
     async def start(self) -> None:
         await self.requests.open()
