@@ -71,3 +71,29 @@ def test_starts_a_local_ray_and_shuts_it_down(short_tmp: Path) -> None:
     while processes_under(short_tmp) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert processes_under(short_tmp) == [], "a Ray eventray started is stopped on close"
+
+
+def test_client_connection_is_retried_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retry policy alone (pure logic): a server-side start-up failure is tried again,
+    at most CLIENT_ATTEMPTS times, then reported."""
+    from eventray_ray import _connection
+
+    calls: list[str] = []
+
+    def failing_init(address: str, **options: object) -> None:
+        calls.append(address)
+        if len(calls) < 3:
+            raise ConnectionAbortedError("Initialization failure from server")
+
+    monkeypatch.setattr(_connection.ray, "init", failing_init)
+    monkeypatch.setattr(_connection.ray, "shutdown", lambda: None)
+    monkeypatch.setattr(_connection.time, "sleep", lambda seconds: None)
+    _connection._init_client("ray://127.0.0.1:1", {})
+    assert len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(_connection, "CLIENT_ATTEMPTS", 2)
+    with pytest.raises(ConnectionAbortedError):
+        _connection._init_client("ray://127.0.0.1:1", {})
+    assert len(calls) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,8 @@ def connect(options: RayOptions) -> bool:
     address = options.address or os.environ.get("RAY_ADDRESS")
     if address and address.startswith("ray://"):
         _use_local_token()
+        _init_client(address, quiet)
+        return True
     if address:
         ray.init(address=address, **quiet)
         return True
@@ -89,6 +92,26 @@ def connect(options: RayOptions) -> bool:
         pass
     start_local(options.num_cpus, quiet)
     return True
+
+
+CLIENT_ATTEMPTS = 3
+
+
+def _init_client(address: str, init_options: dict[str, Any]) -> None:
+    """Connect as a Ray client, trying ``CLIENT_ATTEMPTS`` times: the cluster starts a server
+    process per client, and on a loaded machine that start-up sometimes fails
+    (``ConnectionAbortedError: Initialization failure from server``) and works when asked
+    again."""
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, **init_options)
+            return
+        except ConnectionError as exc:  # ConnectionAbortedError is one
+            if attempt == CLIENT_ATTEMPTS:
+                raise
+            log.warning("Ray client connection to %s failed (%s); trying again", address, exc)
+            ray.shutdown()
+            time.sleep(attempt)
 
 
 def _use_local_token() -> None:
