@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -25,7 +24,7 @@ from ._adapters import (
 )
 from ._errors import ClosedError, ConfigError
 from ._event import DeadLetter, Event, describe, now_ms
-from ._job import Job
+from ._job import BusStageContext, Job
 from ._plan import JobPlan, Node, compile_stages
 from ._protocols import Operator, Sink, Source, Transport
 from ._readers import CollectionReader, ConnectorReader, Reader, TextFileReader, TopicReader
@@ -342,42 +341,17 @@ class Bus:
 
 
 async def _feed(topic: Topic[Any], source: Source, max_batch: int) -> None:
-    """Publish what ``source`` reads into ``topic`` until it ends.
-
-    A source that fails to start or to read is retried with capped exponential backoff and
-    jitter: a flaky service slows a feed down but never ends it.
-    """
-    started = False
-    failures = 0
+    """Publish what ``source`` reads into ``topic`` until it ends, through the same reader
+    streams use: failures to start or read back off and retry (a flaky service slows a
+    feed down but never ends it), undecodable records go to the dead-letter topic."""
+    reader = ConnectorReader(source)
+    await reader.open(BusStageContext(topic._bus))
     try:
-        while True:
-            try:
-                if not started:
-                    await source.start()
-                    started = True
-                batch = await source.read(max_batch)
-            except Exception as exc:
-                failures += 1
-                wait = random.uniform(0, min(30.0, 0.1 * 2**failures))
-                log.warning(
-                    "source of %r failed (%s); retrying in %.2fs",
-                    topic.name, describe(exc), wait,
-                )
-                await asyncio.sleep(wait)
-                continue
-            failures = 0
-            if batch is None:
-                return
-            events = [event for event in batch if not isinstance(event.value, DeadLetter)]
-            if len(events) < len(batch):  # records the source could not decode
-                await topic._bus._publish_dead_letters(
-                    [event.value for event in batch if isinstance(event.value, DeadLetter)]
-                )
-            if events:
-                await topic._publish_events(events)
+        while (batch := await reader.read(max_batch)) is not None:
+            if len(batch):
+                await topic._publish_events(batch.to_events())
     finally:
-        if started:
-            await source.stop()
+        await reader.close()
 
 
 def connect(

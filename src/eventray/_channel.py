@@ -43,9 +43,6 @@ class BatchChannel(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
-    def has_room(self) -> bool:
-        return self._size < self.capacity
-
     def put_nowait(self, batch: Sequence[T], *, force: bool = False) -> bool:
         """Add ``batch`` if there is room (or ``force``); return whether it was added."""
         if self._closed:

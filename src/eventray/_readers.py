@@ -29,7 +29,7 @@ class Reader(ABC):
     """The source end of a stream."""
 
     name = "source"
-    bounded = True
+    bounded = True  # ends by itself (collect() refuses a stream that never does)
     driver_local = False  # reads data only the driver process has (memory, local files)
 
     async def open(self, ctx: StageContext) -> None:

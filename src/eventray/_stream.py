@@ -20,7 +20,6 @@ from ._ops import (
 )
 from ._plan import Node
 from ._protocols import Operator, Sink
-from ._readers import TopicReader
 from ._windows import COUNT, Aggregation, Session, Sliding, Tumbling, WindowOp, WindowSpec, reducing
 
 if TYPE_CHECKING:
@@ -178,10 +177,10 @@ class Stream:
                       on_error: str = "dead-letter") -> list[Any]:
         """Run this bounded stream to its end and return every value that reached it
         (in order per key)."""
-        unbounded = [n for n in _ancestors(self._node)
-                     if n.kind == "source" and isinstance(n.reader, TopicReader)]
+        unbounded = [n.label for n in _ancestors(self._node)
+                     if n.reader is not None and not n.reader.bounded]
         if unbounded:
-            raise ConfigError("collect() needs a bounded stream; this one reads a topic "
+            raise ConfigError(f"collect() needs a bounded stream; {unbounded[0]} never ends "
                               "(run() it and stop() the job instead)", field="source")
         values: list[Any] = []
         terminal = self._then(CollectOp(values), driver_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -125,6 +126,24 @@ def _use_local_token() -> None:
     except ImportError:  # a Ray without token authentication
         return
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+FREE_NAMES_WITHIN = 10.0  # seconds to wait for killed actors' names to be released
+
+
+async def kill_actors(actors: dict[str, Any], namespace: str) -> None:
+    """Kill the named actors and wait (up to ``FREE_NAMES_WITHIN``) until their names are
+    free, so whatever comes next can create actors of the same names."""
+    for handle in actors.values():
+        ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + FREE_NAMES_WITHIN
+    for name in actors:
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(name, namespace=namespace)
+            except ValueError:
+                break
+            await asyncio.sleep(0.05)
 
 
 def start_local(num_cpus: int | None, init_options: dict[str, Any]) -> None:

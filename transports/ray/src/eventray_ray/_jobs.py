@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from eventray._readers import TopicReader
 from eventray._runtime import StageRunner
 from eventray._tasks import TaskOwner
 
+from ._connection import kill_actors
 from ._stage_actor import (
     ActorReceiver,
     HeldReceiver,
@@ -224,18 +224,7 @@ class RayJob(JobBackend):
                     pass
 
     async def _kill_all(self) -> None:
-        """Kill every actor of the job and wait (up to 10 s) until their names are free."""
-        for handle in self._actors.values():
-            ray.kill(handle, no_restart=True)
-        deadline = time.monotonic() + 10
-        namespace = self.transport.options.namespace
-        for name in self._actors:
-            while time.monotonic() < deadline:
-                try:
-                    ray.get_actor(name, namespace=namespace)
-                except ValueError:
-                    break
-                await asyncio.sleep(0.05)
+        await kill_actors(self._actors, self.transport.options.namespace)
 
     async def wait(self) -> None:
         assert self._supervisor is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,7 @@ import ray
 from eventray import Processor, Subscriber
 from eventray._tasks import TaskOwner
 
-from ._connection import RayOptions, connect, parse_url
+from ._connection import RayOptions, connect, kill_actors, parse_url
 from ._jobs import RayJob
 from ._subscribers import processor_for, subscriber_for
 from ._topic_actor import TopicActor, topic_actor_name
@@ -69,24 +68,12 @@ class RayTransport:
 
     async def close(self) -> None:
         await self._tasks.aclose()
-        for handle in self._owned.values():
-            ray.kill(handle, no_restart=True)
-        await self._wait_gone(list(self._owned))
+        await kill_actors(self._owned, self.options.namespace)
         self._owned.clear()
         self._handles.clear()
         if self.attached:
             self.attached = False
             await asyncio.to_thread(ray.shutdown)
-
-    async def _wait_gone(self, names: list[str]) -> None:
-        deadline = time.monotonic() + 10.0
-        for name in names:
-            while time.monotonic() < deadline:
-                try:
-                    ray.get_actor(name, namespace=self.options.namespace)
-                except ValueError:
-                    break
-                await asyncio.sleep(0.05)
 
     async def topic_actor(self, topic: str) -> Any:
         """The actor of ``topic``: found if some process created it, else created here.
