@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from eventray._channel import BatchChannel
-from eventray._errors import ClosedError
+from eventray import ClosedError
+from eventray.spi import BatchChannel
 
 
 async def test_get_takes_up_to_max_items_across_batches() -> None:

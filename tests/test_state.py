@@ -8,20 +8,21 @@ from typing import Any
 import pytest
 
 import eventray as er
-from eventray._batch import Batch
-from eventray._ops import ApplyOp, ReduceOp, StreamOp
-from eventray._plan import StagePlan
-from eventray._readers import CollectionReader
-from eventray._runtime import (
+from eventray._operators.ops import ApplyOp, ReduceOp
+from eventray._operators.windows import COUNT, WindowOp
+from eventray._runtime.readers import CollectionReader
+from eventray._streams.stream import CollectOp
+from eventray.spi import (
+    Batch,
     EventStream,
     NullEmitter,
     OpContext,
     StageContext,
     StageMetrics,
+    StagePlan,
     StageRunner,
+    StreamOp,
 )
-from eventray._stream import CollectOp
-from eventray._windows import COUNT, WindowOp
 
 
 class Collected(StageContext):

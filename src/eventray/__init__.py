@@ -5,11 +5,12 @@ and connectors selected by ``kind``; the same code runs in one process (``"memor
 (the default) or on Kafka.
 """
 
-from ._adapters import Processor, Subscriber
-from ._bus import DEAD_LETTERS, Bus, connect
-from ._connector import BaseSink, BaseSource, Connector, ConnectorConfig, alias_field
-from ._delivery import SubscriptionSpec
-from ._errors import (
+from ._bus.bus import Bus
+from ._bus.connect import connect
+from ._connectors.base import BaseSink, BaseSource, Connector, ConnectorConfig, alias_field
+from ._connectors.polling import PollingSource
+from ._connectors.registry import connector, registry
+from ._model.errors import (
     ClosedError,
     ConfigError,
     ConnectorError,
@@ -21,15 +22,17 @@ from ._errors import (
     TransportError,
     UnknownKindError,
 )
-from ._event import DeadLetter, Event
-from ._iteration import TopicIterator
-from ._job import Job
-from ._polling import PollingSource
-from ._protocols import Operator, Sink, Source, TopicBackend, Transport
-from ._registry import connector, registry
-from ._stream import Stream, WindowedStream
-from ._topic import Subscription, Topic
-from ._windows import Session, Sliding, Tumbling, WindowResult
+from ._model.event import DeadLetter, Event
+from ._model.protocols import Operator, Sink, Source
+from ._operators.windows import Session, Sliding, Tumbling, WindowResult
+from ._runtime.plan import DEAD_LETTERS
+from ._streams.job import Job
+from ._streams.stream import Stream, WindowedStream
+from ._topics.delivery import SubscriptionSpec
+from ._topics.iteration import TopicIterator
+from ._topics.protocols import TopicBackend, Transport
+from ._topics.subscriber import Processor, Subscriber
+from ._topics.topic import Subscription, Topic
 
 __version__ = "0.1.0"
 

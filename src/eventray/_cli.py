@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import EventrayError
-from ._registry import registry
+from ._connectors.registry import registry
+from ._model.errors import EventrayError
 
 
 def _connectors(as_json: bool) -> int:

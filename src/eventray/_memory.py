@@ -1,22 +1,25 @@
-"""The ``memory`` transport: topics as bounded in-process queues, no Ray needed."""
+"""The ``memory`` transport: topics as bounded in-process queues, no Ray needed.
+
+Shaped like a plugin: it uses only ``eventray`` and ``eventray.spi``."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from ._adapters import Processor, Subscriber
-from ._channel import BatchChannel
-from ._delivery import SubscriptionSpec, deliver_from
-from ._errors import ClosedError, ConfigError
-from ._event import Event
-from ._job import BusStageContext, JobBackend, LocalJob
-from ._plan import JobPlan
-from ._tasks import TaskOwner
-
-if TYPE_CHECKING:
-    from ._bus import Bus
+from eventray import ClosedError, ConfigError, Event
+from eventray.spi import (
+    BatchChannel,
+    JobBackend,
+    JobPlan,
+    LocalJob,
+    Processor,
+    StageContext,
+    Subscriber,
+    SubscriptionSpec,
+    TaskOwner,
+    deliver_from,
+)
 
 
 @dataclass
@@ -108,5 +111,5 @@ class MemoryTransport:
     def adapt_operator(self, target: object) -> Processor | None:
         return None
 
-    async def run_job(self, plan: JobPlan, bus: Bus) -> JobBackend:
-        return await LocalJob(plan, BusStageContext(bus)).start()
+    async def run_job(self, plan: JobPlan, ctx: StageContext) -> JobBackend:
+        return await LocalJob(plan, ctx).start()

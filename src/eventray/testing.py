@@ -14,8 +14,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from ._connector import BaseSink, BaseSource, ConnectorConfig
-from ._event import Event
+from ._connectors.base import BaseSink, BaseSource, ConnectorConfig
+from ._model.event import Event
 
 
 class ListSourceConfig(ConnectorConfig):

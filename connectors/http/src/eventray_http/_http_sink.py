@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from eventray import BaseSink, Event, RejectedEvents
-from eventray._event import describe
+from eventray.spi import describe
 
 from ._config import HttpSinkConfig, SlackSinkConfig
 from ._formats import encode

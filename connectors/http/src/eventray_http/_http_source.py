@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from eventray import ConnectorError, DeadLetter, Event, PollingSource
-from eventray._event import describe
+from eventray.spi import describe
 
 from ._config import HttpSourceConfig
 from ._formats import decode

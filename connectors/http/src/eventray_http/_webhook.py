@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from eventray import BaseSource, ClosedError, Event
-from eventray._channel import BatchChannel
+from eventray.spi import BatchChannel
 
 from ._config import BearerAuth, HmacAuth, WebhookSourceConfig
 from ._formats import decode

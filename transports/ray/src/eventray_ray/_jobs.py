@@ -11,13 +11,17 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from eventray import ConfigError, StageFailed
-from eventray._event import describe
-from eventray._job import BusStageContext, JobBackend, Metrics
-from eventray._ops import TopicSinkOp
-from eventray._plan import Exchange, JobPlan, StagePlan
-from eventray._readers import TopicReader
-from eventray._runtime import StageRunner
-from eventray._tasks import TaskOwner
+from eventray.spi import (
+    Exchange,
+    JobBackend,
+    JobPlan,
+    Metrics,
+    StageContext,
+    StagePlan,
+    StageRunner,
+    TaskOwner,
+    describe,
+)
 
 from ._connection import kill_actors
 from ._stage_actor import (
@@ -31,8 +35,6 @@ from ._stage_actor import (
 )
 
 if TYPE_CHECKING:
-    from eventray import Bus
-
     from ._transport import RayTransport
 
 log = logging.getLogger("eventray")
@@ -40,23 +42,14 @@ log = logging.getLogger("eventray")
 StageActorClass = ray.remote(StageActor)
 
 
-def _topics_used(plan: JobPlan) -> set[str]:
-    names = {"dead-letters"}
-    for stage in plan.stages:
-        if isinstance(stage.reader, TopicReader):
-            names.add(stage.reader.topic)
-        names.update(op.topic_name for op in stage.ops if isinstance(op, TopicSinkOp))
-    return names
-
-
 class RayJob(JobBackend):
     """Stage instances as named actors ``<job>.<stage>.<index>``; stages that must run in the
     driver (sinks that call back into it, in-memory sources) run here as tasks, taking their
     input from the actors before them."""
 
-    def __init__(self, plan: JobPlan, bus: Bus, transport: RayTransport) -> None:
+    def __init__(self, plan: JobPlan, ctx: StageContext, transport: RayTransport) -> None:
         self.plan = plan
-        self.bus = bus
+        self.ctx = ctx
         self.transport = transport
         self.names = plan.stage_names()
         self._actors: dict[str, Any] = {}  # name -> handle, every actor of this job
@@ -89,8 +82,8 @@ class RayJob(JobBackend):
         )
 
     async def start(self) -> RayJob:
-        for topic in _topics_used(self.plan):
-            await self.bus.topic(topic)._backend.actor()  # type: ignore[attr-defined]
+        for topic in self.plan.topics_used():
+            await self.transport.topic_actor(topic)
         options = self.transport.options
         actor_stages = [s for s in self.plan.stages if s.placement != "driver"]
         for stage in actor_stages:
@@ -138,7 +131,7 @@ class RayJob(JobBackend):
                 runner = StageRunner(
                     stage, index, job=plan.name, stage_name=self.names[stage.index],
                     expected_ends=stage.upstream_instances(plan.stages),
-                    ctx=BusStageContext(self.bus),
+                    ctx=self.ctx,
                     emitter=emitter_for(name, [plan.stages[o].exchange for o in stage.outputs],
                                         receivers),
                     batch_size=plan.batch_size, linger=plan.linger, on_error=plan.on_error,

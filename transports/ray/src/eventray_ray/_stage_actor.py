@@ -21,16 +21,17 @@ from typing import Any
 import ray
 
 from eventray import DeadLetter, Event
-from eventray._batch import Batch
-from eventray._channel import BatchChannel
-from eventray._plan import Exchange, StagePlan
-from eventray._runtime import (
+from eventray.spi import (
+    Batch,
+    BatchChannel,
     Emitter,
     End,
     EventStream,
+    Exchange,
     NullEmitter,
     PartitioningEmitter,
     StageContext,
+    StagePlan,
     StageRunner,
 )
 

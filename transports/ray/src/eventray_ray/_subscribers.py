@@ -8,7 +8,7 @@ from ray.actor import ActorHandle, ActorMethod
 from ray.remote_function import RemoteFunction
 
 from eventray import ConfigError, Event, Processor, Subscriber
-from eventray._batch import Batch
+from eventray.spi import Batch
 
 from ._targets import (
     BatchCall,

@@ -15,7 +15,7 @@ from typing import Any
 from ray.exceptions import RayTaskError
 
 from eventray import Event
-from eventray._event import describe
+from eventray.spi import describe
 
 from ._wire import Wire, land, values_argument
 

@@ -19,10 +19,7 @@ from typing import Any
 import ray
 
 from eventray import ClosedError, DeadLetter, Event
-from eventray._batch import Batch
-from eventray._channel import BatchChannel
-from eventray._event import now_ms
-from eventray._tasks import TaskOwner
+from eventray.spi import Batch, BatchChannel, TaskOwner, now_ms
 
 from ._sequencer import Sequencer
 from ._targets import Outcome, Target

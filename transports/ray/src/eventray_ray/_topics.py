@@ -13,10 +13,7 @@ from typing import Any
 from ray.exceptions import RayActorError
 
 from eventray import DeadLetter, Event, SubscriptionSpec
-from eventray._batch import Batch, concat
-from eventray._channel import BatchChannel
-from eventray._delivery import deliver_from
-from eventray._tasks import TaskOwner
+from eventray.spi import Batch, BatchChannel, TaskOwner, concat, deliver_from
 
 from ._subscribers import RemoteSubscriber
 from ._targets import error_text

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ray
 
 from eventray import Processor, Subscriber
-from eventray._tasks import TaskOwner
+from eventray.spi import JobBackend, JobPlan, StageContext, TaskOwner
 
 from ._connection import RayOptions, connect, kill_actors, parse_url
 from ._jobs import RayJob
 from ._subscribers import processor_for, subscriber_for
 from ._topic_actor import TopicActor, topic_actor_name
 from ._topics import RayTopicBackend
-
-if TYPE_CHECKING:
-    from eventray import Bus
-    from eventray._job import JobBackend
-    from eventray._plan import JobPlan
 
 TopicActorClass = ray.remote(TopicActor)
 
@@ -104,5 +99,5 @@ class RayTransport:
     def adapt_operator(self, target: object) -> Processor | None:
         return processor_for(target, self.options.event_window)
 
-    async def run_job(self, plan: JobPlan, bus: Bus) -> JobBackend:
-        return await RayJob(plan, bus, self).start()
+    async def run_job(self, plan: JobPlan, ctx: StageContext) -> JobBackend:
+        return await RayJob(plan, ctx, self).start()

@@ -11,7 +11,7 @@ from typing import Any
 
 import ray
 
-from eventray._batch import Batch
+from eventray.spi import Batch
 
 STORE_FROM = 512  # records: batches this large travel through the object store
 

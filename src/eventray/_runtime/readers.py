@@ -16,11 +16,11 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._batch import Batch
-from ._event import DeadLetter, describe
+from eventray._model.batch import Batch
+from eventray._model.event import DeadLetter, describe
 
 if TYPE_CHECKING:
-    from ._runtime import StageContext
+    from .context import StageContext
 
 log = logging.getLogger("eventray")
 
@@ -31,6 +31,10 @@ class Reader(ABC):
     name = "source"
     bounded = True  # ends by itself (collect() refuses a stream that never does)
     driver_local = False  # reads data only the driver process has (memory, local files)
+
+    def topics(self) -> tuple[str, ...]:
+        """The bus topics this reader subscribes to (transports create them first)."""
+        return ()
 
     async def open(self, ctx: StageContext) -> None:
         """Called once before the first ``read``."""
@@ -138,6 +142,9 @@ class TopicReader(Reader):
 
     def fresh(self, index: int, parallelism: int) -> TopicReader:
         return TopicReader(self.topic)
+
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic,)
 
     async def open(self, ctx: StageContext) -> None:
         self._events = await ctx.subscribe(self.topic)

@@ -6,16 +6,30 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
-from typing import Any, Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from ._adapters import Subscriber
-from ._batch import Batch
-from ._channel import BatchChannel
-from ._errors import ClosedError
-from ._event import Event
-from ._topic import Subscription, Topic
+from eventray._model.batch import Batch
+from eventray._model.errors import ClosedError
+from eventray._model.event import Event
+from eventray._runtime.channel import BatchChannel
+
+from .subscriber import Subscriber
 
 T = TypeVar("T")
+
+
+class _Subscription(Protocol):
+    async def ready(self) -> None: ...
+
+    async def cancel(self, *, drain: bool = True) -> None: ...
+
+    def _detach_soon(self) -> None: ...
+
+
+class _Subscribable(Protocol):
+    """A topic, as an iterator sees it."""
+
+    def subscribe(self, subscriber: object, *, name: str | None = None) -> _Subscription: ...
 
 
 class _ChannelSubscriber(Subscriber):
@@ -36,7 +50,7 @@ class _ChannelSubscriber(Subscriber):
         self.channel.close()
 
 
-def _abandon(channel: BatchChannel[Event], subscription: Subscription) -> None:
+def _abandon(channel: BatchChannel[Event], subscription: _Subscription) -> None:
     channel.abandon()
     subscription._detach_soon()
 
@@ -47,7 +61,7 @@ class TopicStream:
     Dropping it unsubscribes (also done by ``aclose()``); the buffer ends when the bus closes.
     """
 
-    def __init__(self, topic: Topic[Any], buffer_size: int = 1000,
+    def __init__(self, topic: _Subscribable, buffer_size: int = 1000,
                  name: str = "iterator") -> None:
         self._channel: BatchChannel[Event] = BatchChannel(buffer_size)
         self._subscription = topic.subscribe(_ChannelSubscriber(self._channel), name=name)
@@ -91,7 +105,7 @@ class TopicIterator(Generic[T]):
     Leaving the loop early (or ``aclose()``) unsubscribes.
     """
 
-    def __init__(self, topic: Topic[T], buffer_size: int = 1000) -> None:
+    def __init__(self, topic: _Subscribable, buffer_size: int = 1000) -> None:
         self._stream = TopicStream(topic, buffer_size)
         self._pending: deque[Event] = deque()
 

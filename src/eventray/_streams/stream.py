@@ -5,27 +5,57 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._batch import Batch
-from ._errors import ConfigError
-from ._ops import (
+from eventray._connectors.registry import registry
+from eventray._model.batch import Batch
+from eventray._model.errors import ConfigError
+from eventray._model.protocols import Operator, Sink
+from eventray._operators.ops import (
     ApplyOp,
     CallableSinkOp,
     ConnectorSinkOp,
-    StreamOp,
     TopicSinkOp,
-    check_policy,
     handler_op,
 )
-from ._plan import Node
-from ._protocols import Operator, Sink
-from ._windows import COUNT, Aggregation, Session, Sliding, Tumbling, WindowOp, WindowSpec, reducing
+from eventray._operators.windows import (
+    COUNT,
+    Aggregation,
+    Session,
+    Sliding,
+    Tumbling,
+    WindowOp,
+    WindowSpec,
+    reducing,
+)
+from eventray._runtime.operator import StreamOp, check_policy
+from eventray._runtime.plan import Node
+from eventray._topics.topic import Topic
 
 if TYPE_CHECKING:
-    from ._bus import Bus
-    from ._job import Job
-    from ._runtime import OpContext
+    from eventray._runtime.operator import OpContext
+
+    from .job import Job
+
+
+class _HasBatchSize(Protocol):
+    @property
+    def batch_size(self) -> int: ...
+
+
+class StreamOwner(Protocol):
+    """What a stream needs from the bus that made it."""
+
+    @property
+    def transport(self) -> _HasBatchSize: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def _check_open(self) -> None: ...
+
+    async def _run_stream(self, node: Node, name: str, *, parallelism: int, batch_size: int,
+                          linger: float, on_error: str) -> Job: ...
 
 Handler = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
@@ -54,7 +84,7 @@ class Stream:
     overrides the stream's policy for that operator.
     """
 
-    def __init__(self, bus: Bus, node: Node) -> None:
+    def __init__(self, bus: StreamOwner, node: Node) -> None:
         self._bus = bus
         self._node = node
 
@@ -126,9 +156,6 @@ class Stream:
         """Send every value to ``target``: a callable (sync or async, run in the driver), a
         topic, or a sink connector (instance or ``{"kind": ...}`` config). Values also pass on,
         so several sinks can follow each other."""
-        from ._registry import registry
-        from ._topic import Topic
-
         if isinstance(target, Topic):
             return self._then(TopicSinkOp(target.name, name=name))
         if isinstance(target, (Mapping, Sink)):

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from ._errors import ClosedError
+from eventray._model.errors import ClosedError
 
 T = TypeVar("T")
 

@@ -9,9 +9,10 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ._adapters import Failures, Subscriber
-from ._channel import BatchChannel
-from ._event import Event
+from eventray._model.event import Event
+from eventray._runtime.channel import BatchChannel
+
+from .subscriber import Failures, Subscriber
 
 log = logging.getLogger("eventray")
 

@@ -17,12 +17,14 @@ import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from ._errors import ConfigError
-from ._ops import KeyByOp, StreamOp
+from eventray._model.errors import ConfigError
+
+from .operator import StreamOp
 
 if TYPE_CHECKING:
-    from ._readers import Reader
+    from .readers import Reader
 
+DEAD_LETTERS = "dead-letters"
 Exchange = Literal["hash", "rebalance"]
 Placement = Literal["any", "driver"]
 
@@ -85,6 +87,16 @@ class JobPlan:
     batch_size: int
     linger: float
     on_error: str
+
+    def topics_used(self) -> set[str]:
+        """Every bus topic the stages read or publish to, and the dead-letter topic."""
+        names = {DEAD_LETTERS}
+        for stage in self.stages:
+            if stage.reader is not None:
+                names.update(stage.reader.topics())
+            for op in stage.ops:
+                names.update(op.topics())
+        return names
 
     def stage_names(self) -> list[str]:
         names: list[str] = []
@@ -160,7 +172,7 @@ def compile_stages(
                 stage = new_stage(wanted, [parent], "hash" if op.keyed else "rebalance",
                                   placement=placement)
             stage.ops.append(op)
-            if isinstance(op, KeyByOp):
+            if op.rekeys:
                 stage.keyed = False  # partitioned by the old key, if any
         stage.labels.append(node.label)
         stage_of[node.id] = stage

@@ -10,8 +10,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from ._connector import BaseSource, ConnectorConfig
-from ._event import Event, describe
+from eventray._model.event import Event, describe
+
+from .base import BaseSource, ConnectorConfig
 
 log = logging.getLogger("eventray")
 

@@ -13,18 +13,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from time import time_ns
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeVar, overload
 
-from ._adapters import Failures
-from ._channel import BatchChannel
-from ._delivery import SubscriptionSpec
-from ._errors import ClosedError, ConfigError, TopicFull
-from ._event import Event
-from ._protocols import Operator, Source, TopicBackend
+from eventray._model.errors import ClosedError, ConfigError, TopicFull
+from eventray._model.event import Event
+from eventray._model.protocols import Operator, Source
+from eventray._runtime.channel import BatchChannel
+from eventray._runtime.tasks import TaskOwner
 
-if TYPE_CHECKING:
-    from ._bus import Bus
-    from ._iteration import TopicIterator
+from .delivery import SubscriptionSpec
+from .iteration import TopicIterator
+from .protocols import TopicBackend
+from .subscriber import Failures, Subscriber
 
 log = logging.getLogger("eventray")
 
@@ -33,6 +33,22 @@ U = TypeVar("U")
 S = TypeVar("S")
 
 DEFAULT_UNORDERED_CONCURRENCY = 16
+
+
+class TopicOwner(Protocol):
+    """What a topic needs from the bus that owns it."""
+
+    _tasks: TaskOwner
+
+    async def _ensure_open(self) -> None: ...
+
+    def _adapt_subscriber(
+        self, target: object, topic: Topic[Any], *, events: bool
+    ) -> tuple[Subscriber, object]: ...
+
+    def _failure_handler(self, topic: str) -> Callable[[Failures, str], Awaitable[None]]: ...
+
+    def _start_feed(self, topic: Topic[Any], source: Source) -> None: ...
 
 
 class _Command:
@@ -73,7 +89,7 @@ class Topic(Generic[T]):
     """
 
     def __init__(
-        self, bus: Bus, name: str, backend: TopicBackend, *, buffer_size: int, max_batch: int
+        self, bus: TopicOwner, name: str, backend: TopicBackend, *, buffer_size: int, max_batch: int
     ) -> None:
         self.name = name
         self._bus = bus
@@ -212,8 +228,6 @@ class Topic(Generic[T]):
 
     def __aiter__(self) -> TopicIterator[T]:
         """Iterate over values published from now on (until the bus closes)."""
-        from ._iteration import TopicIterator
-
         return TopicIterator(self)
 
     # flushing

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import compress
 from typing import Any
 
-from ._event import Event, now_ms
+from .event import Event, now_ms
 
 Headers = dict[str, str] | None
 

@@ -115,3 +115,12 @@ class StageFailed(EventrayError):
 
     def __reduce__(self) -> tuple[object, ...]:  # crosses processes intact
         return (type(self), (self.stage, self.error, self.job))
+
+
+class Rejected(Exception):
+    """One event a sink rejected, with the sink's own description of why (a dead letter's
+    cause, never raised to users)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description

@@ -1,28 +1,21 @@
-"""Running streams: the ``Job`` handle, and in-process execution for the memory transport."""
+"""The job backend interface, and running every stage of a job as asyncio tasks in this
+process (what the memory transport does)."""
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._channel import BatchChannel
-from ._errors import StageFailed
-from ._event import DeadLetter, Event, describe
-from ._iteration import TopicStream
-from ._plan import JobPlan, StagePlan
-from ._runtime import (
-    End,
-    EventStream,
-    NullEmitter,
-    PartitioningEmitter,
-    StageContext,
-    StageRunner,
-)
-from ._tasks import TaskOwner
+from eventray._model.errors import StageFailed
+from eventray._model.event import describe
 
-if TYPE_CHECKING:
-    from ._bus import Bus
+from .channel import BatchChannel
+from .context import End, StageContext
+from .emitters import NullEmitter, PartitioningEmitter
+from .plan import JobPlan, StagePlan
+from .runner import StageRunner
+from .tasks import TaskOwner
 
 Metrics = dict[str, dict[str, float]]
 
@@ -46,60 +39,6 @@ class JobBackend(ABC):
     @abstractmethod
     def done(self) -> bool:
         """Whether every stage has finished."""
-
-
-class Job:
-    """A running stream: ``await wait()``, ``await stop(drain=True)``, ``metrics()``."""
-
-    def __init__(self, name: str, backend: JobBackend, bus: Bus) -> None:
-        self.name = name
-        self._backend = backend
-        self._bus = bus
-
-    def __repr__(self) -> str:
-        return f"<Job {self.name!r} {'done' if self.done else 'running'}>"
-
-    @property
-    def done(self) -> bool:
-        return self._backend.done
-
-    async def wait(self) -> None:
-        """Wait until the stream ends; raises ``StageFailed`` naming the stage that failed."""
-        try:
-            await self._backend.wait()
-        finally:
-            if self._backend.done:
-                self._bus._jobs.discard(self)
-
-    async def stop(self, *, drain: bool = True) -> None:
-        """Stop the stream. With ``drain``, sources stop taking new records and everything in
-        flight reaches the sinks first; without, stages are cancelled at once."""
-        try:
-            await self._backend.stop(drain=drain)
-        finally:
-            self._bus._jobs.discard(self)
-
-    def metrics(self) -> Metrics:
-        """Records in and out, batches, failures and seconds per stage instance."""
-        return self._backend.metrics()
-
-
-class BusStageContext(StageContext):
-    """Stages in this process reach the bus directly."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-
-    async def dead_letters(self, letters: list[DeadLetter]) -> None:
-        await self.bus._publish_dead_letters(letters)
-
-    async def publish(self, topic: str, events: list[Event]) -> None:
-        await self.bus.topic(topic)._ingest(events)
-
-    async def subscribe(self, topic: str) -> EventStream:
-        stream = TopicStream(self.bus.topic(topic), self.bus.buffer_size, name="stream")
-        await stream.ready()
-        return stream
 
 
 class ChannelEmitter(PartitioningEmitter):

@@ -13,15 +13,12 @@ import copy
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-from ._batch import Batch
-from ._errors import ConfigError
-from ._event import now_ms
-from ._ops import StreamOp
-
-if TYPE_CHECKING:
-    from ._runtime import OpContext
+from eventray._model.batch import Batch
+from eventray._model.errors import ConfigError
+from eventray._model.event import now_ms
+from eventray._runtime.operator import OpContext, StreamOp
 
 TimeDomain = Literal["event", "processing"]
 

@@ -13,180 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from ._batch import Batch, concat, split_by_key
-from ._errors import StageFailed
-from ._event import DeadLetter, Event, describe, now_ms
-from ._ops import StreamOp
-from ._plan import StagePlan
-from ._readers import Reader
+from eventray._model.batch import Batch, concat
+from eventray._model.event import describe, now_ms
+
+from .context import End, Inbox, StageContext, StageMetrics
+from .emitters import Emitter
+from .operator import OpContext
+from .plan import StagePlan
+from .readers import Reader
 
 log = logging.getLogger("eventray")
-
-
-class End:
-    """In-band message: the sending instance has nothing more."""
-
-    __slots__ = ("sender",)
-
-    def __init__(self, sender: str) -> None:
-        self.sender = sender
-
-    def __repr__(self) -> str:
-        return f"End({self.sender!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (End, (self.sender,))
-
-
-class EventStream(Protocol):
-    """What ``StageContext.subscribe`` returns: batches of a topic's events."""
-
-    async def get(self, max_items: int) -> list[Event] | None: ...
-
-    async def get_batch(self, max_items: int) -> Batch | None:
-        """Like ``get``, as one column batch."""
-
-    def task_done(self, count: int) -> None: ...
-
-    async def finish(self) -> None:
-        """Unsubscribe, keeping what was already delivered: ``get`` returns it, then None."""
-
-    async def aclose(self) -> None: ...
-
-
-class StageContext(ABC):
-    """What a stage instance needs from the transport running it."""
-
-    @abstractmethod
-    async def dead_letters(self, letters: list[DeadLetter]) -> None:
-        """Publish to the bus's dead-letter topic."""
-
-    @abstractmethod
-    async def publish(self, topic: str, events: list[Event]) -> None:
-        """Publish to a bus topic (``sink(topic)``)."""
-
-    @abstractmethod
-    async def subscribe(self, topic: str) -> EventStream:
-        """Subscribe to a bus topic (``from_topic``)."""
-
-
-class Inbox(Protocol):
-    async def get(self, max_items: int) -> list[Any] | None: ...
-
-    def task_done(self, count: int) -> None: ...
-
-
-class Emitter(ABC):
-    """Sends a stage instance's output to the next stage's instances."""
-
-    @abstractmethod
-    async def emit(self, batch: Batch) -> None:
-        """Send ``batch`` on, waiting while the receivers are full."""
-
-    @abstractmethod
-    async def end(self) -> None:
-        """Tell every receiver this instance is done."""
-
-
-class PartitioningEmitter(Emitter):
-    """Cuts output for each next stage by its exchange (by key, or whole batches in turn)
-    and sends the pieces with ``send``; ``end`` sends ``End`` to every receiver."""
-
-    def __init__(self, sender: str, exchanges: Sequence[str], fan_out: list[int]) -> None:
-        self.sender = sender
-        self.exchanges = exchanges  # per next stage: "hash" or "rebalance"
-        self.fan_out = fan_out  # per next stage: its number of instances
-        self._turn = 0
-
-    @abstractmethod
-    async def send(self, output: int, receiver: int, items: list[Any]) -> None:
-        """Deliver ``items`` (batches or control messages) to one receiver, in order."""
-
-    async def emit(self, batch: Batch) -> None:
-        for output, (exchange, receivers) in enumerate(
-            zip(self.exchanges, self.fan_out, strict=True)
-        ):
-            if receivers == 1:
-                await self.send(output, 0, [batch])
-            elif exchange == "hash":
-                for receiver, part in enumerate(split_by_key(batch, receivers)):
-                    if len(part):
-                        await self.send(output, receiver, [part])
-            else:
-                self._turn += 1
-                await self.send(output, self._turn % receivers, [batch])
-
-    async def end(self) -> None:
-        for output, receivers in enumerate(self.fan_out):
-            for receiver in range(receivers):
-                await self.send(output, receiver, [End(self.sender)])
-
-
-class NullEmitter(Emitter):
-    """The last stage: output goes nowhere (sinks have already seen it)."""
-
-    async def emit(self, batch: Batch) -> None:
-        return None
-
-    async def end(self) -> None:
-        return None
-
-
-@dataclass
-class StageMetrics:
-    """Counters of one stage instance."""
-
-    records_in: int = 0
-    records_out: int = 0
-    batches: int = 0
-    failed: int = 0
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-
-    def as_dict(self) -> dict[str, float]:
-        end = self.finished or time.monotonic()
-        return {
-            "records_in": self.records_in,
-            "records_out": self.records_out,
-            "batches": self.batches,
-            "failed": self.failed,
-            "seconds": round(end - self.started, 6),
-        }
-
-
-class OpContext:
-    """Handles the records an operator failed on, by the operator's or the stream's policy."""
-
-    def __init__(self, job: str, stage: str, policy: str, ctx: StageContext,
-                 metrics: StageMetrics) -> None:
-        self.job = job
-        self.stage = stage
-        self.policy = policy
-        self.ctx = ctx
-        self.metrics = metrics
-
-    async def fail(self, op: StreamOp, batch: Batch, failures: list[tuple[int, Exception]]) -> None:
-        self.metrics.failed += len(failures)
-        policy = op.on_error or self.policy
-        where = f"{self.job}.{op.name}"
-        if policy == "skip":
-            return
-        if policy == "fail":
-            _, error = failures[0]
-            raise StageFailed(self.stage, describe(error), job=self.job) from error
-        letters = [
-            DeadLetter(batch.values[i], describe(error), where, batch.key_at(i), batch.ts_at(i))
-            for i, error in failures
-        ]
-        await self.ctx.dead_letters(letters)
-
-    async def publish(self, topic: str, events: list[Event]) -> None:
-        await self.ctx.publish(topic, events)
 
 
 class StageRunner:

@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import pydantic
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from ._errors import ConfigError
-from ._event import Event
+from eventray._model.errors import ConfigError
+from eventray._model.event import Event
 
 
 class ConnectorConfig(BaseModel):

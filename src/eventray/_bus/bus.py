@@ -9,33 +9,39 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from ._adapters import (
+from eventray._connectors.registry import registry
+from eventray._model.callables import describe_target, is_async_callable
+from eventray._model.errors import ClosedError, ConfigError
+from eventray._model.event import DeadLetter, Event, describe, now_ms
+from eventray._model.protocols import Operator, Sink, Source
+from eventray._runtime.plan import DEAD_LETTERS, JobPlan, Node, compile_stages
+from eventray._runtime.readers import (
+    CollectionReader,
+    ConnectorReader,
+    Reader,
+    TextFileReader,
+    TopicReader,
+)
+from eventray._runtime.tasks import TaskOwner
+from eventray._streams.job import Job
+from eventray._streams.stream import Stream
+from eventray._topics.adapters import (
     AsyncCallableSubscriber,
     CallableSubscriber,
-    Failures,
-    Processor,
     ProcessorSubscriber,
     SinkSubscriber,
-    Subscriber,
     TopicSubscriber,
-    describe_target,
-    is_async_callable,
     processor_for,
 )
-from ._errors import ClosedError, ConfigError
-from ._event import DeadLetter, Event, describe, now_ms
-from ._job import BusStageContext, Job
-from ._plan import JobPlan, Node, compile_stages
-from ._protocols import Operator, Sink, Source, Transport
-from ._readers import CollectionReader, ConnectorReader, Reader, TextFileReader, TopicReader
-from ._registry import registry
-from ._stream import Stream
-from ._tasks import TaskOwner
-from ._topic import Topic
+from eventray._topics.protocols import Transport
+from eventray._topics.subscriber import Failures, Processor, Subscriber
+from eventray._topics.topic import Topic
+
+from .context import BusStageContext
+from .feeds import feed
 
 log = logging.getLogger("eventray")
 
-DEAD_LETTERS = "dead-letters"
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9_.\-/>]{1,200}$")
 
 
@@ -232,7 +238,8 @@ class Bus:
                                 driver_boundaries=not self.transport.in_process)
         plan = JobPlan(name, stages, batch_size, linger, on_error)
         await self._ensure_open()
-        job = Job(name, await self.transport.run_job(plan, self), self)
+        job = Job(name, await self.transport.run_job(plan, BusStageContext(self)),
+                  self._jobs.discard)
         self._jobs.add(job)
         return job
 
@@ -268,7 +275,8 @@ class Bus:
 
     def _start_feed(self, topic: Topic[Any], source: Source) -> None:
         name = f"feed:{topic.name}:{getattr(source, 'kind', '') or describe_target(source)}"
-        self._feeds.spawn(_feed(topic, source, self.max_batch), name=name)
+        self._feeds.spawn(feed(topic, source, BusStageContext(self), self.max_batch),
+                          name=name)
 
     # lifecycle
 
@@ -338,45 +346,3 @@ class Bus:
 
     async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
         await self.close(drain=exc_type is None)
-
-
-async def _feed(topic: Topic[Any], source: Source, max_batch: int) -> None:
-    """Publish what ``source`` reads into ``topic`` until it ends, through the same reader
-    streams use: failures to start or read back off and retry (a flaky service slows a
-    feed down but never ends it), undecodable records go to the dead-letter topic."""
-    reader = ConnectorReader(source)
-    await reader.open(BusStageContext(topic._bus))
-    try:
-        while (batch := await reader.read(max_batch)) is not None:
-            if len(batch):
-                await topic._publish_events(batch.to_events())
-    finally:
-        await reader.close()
-
-
-def connect(
-    url: str | None = None,
-    /,
-    *,
-    buffer_size: int | None = None,
-    max_batch: int | None = None,
-    close_timeout: float = 30.0,
-    **options: Any,
-) -> Bus:
-    """Connect to a transport: ``"memory"``, ``"ray"`` (the default), ``"ray://host:10001"``,
-    ``"kafka://host:9092"`` or any scheme a plugin registers.
-
-    ``EVENTRAY_URL`` overrides the default. Other keyword ``options`` go to the transport.
-    """
-    chosen = url or os.environ.get("EVENTRAY_URL") or "ray"
-    if not isinstance(chosen, str):
-        raise ConfigError(f"expected a URL string, got {chosen!r}", field="url")
-    scheme = chosen.split("://", 1)[0]
-    factory = registry.transport_factory(scheme)
-    try:
-        transport = factory(chosen, **options)
-    except TypeError as exc:
-        raise ConfigError(f"bad transport options: {exc}", kind=scheme) from exc
-    return Bus(
-        transport, buffer_size=buffer_size, max_batch=max_batch, close_timeout=close_timeout
-    )

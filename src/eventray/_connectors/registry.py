@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from ._connector import Connector
-from ._errors import ConfigError, PluginError, UnknownKindError
-from ._protocols import Sink, Source, Transport
+from eventray._model.errors import ConfigError, PluginError, UnknownKindError
+from eventray._model.protocols import Sink, Source
+
+from .base import Connector
 
 log = logging.getLogger("eventray")
 
@@ -179,8 +180,8 @@ class Registry:
         """Every installed transport, by URL scheme."""
         return dict(sorted(self._plugins(TRANSPORTS_GROUP).items()))
 
-    def transport_factory(self, scheme: str) -> Callable[..., Transport]:
-        """The factory registered for URL scheme ``scheme``."""
+    def transport_factory(self, scheme: str) -> Callable[..., Any]:
+        """The factory registered for URL scheme ``scheme`` (it returns a ``Transport``)."""
         plugins = self._plugins(TRANSPORTS_GROUP)
         if scheme not in plugins:
             raise UnknownKindError("transport", scheme, plugins, install_hint(scheme))

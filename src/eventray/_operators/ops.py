@@ -10,70 +10,14 @@ from __future__ import annotations
 
 import copy
 import inspect
-from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, cast
 
-from ._adapters import Rejected, is_async_callable
-from ._batch import Batch, apply_each
-from ._errors import ConfigError, RejectedEvents
-from ._protocols import Operator
-
-if TYPE_CHECKING:
-    from ._runtime import OpContext
-
-ErrorPolicy = Literal["dead-letter", "skip", "fail"]
-ERROR_POLICIES = ("dead-letter", "skip", "fail")
-
-
-def check_policy(policy: str | None) -> ErrorPolicy | None:
-    if policy is not None and policy not in ERROR_POLICIES:
-        raise ConfigError(
-            f"must be one of {', '.join(ERROR_POLICIES)}, got {policy!r}", field="on_error"
-        )
-    return cast(ErrorPolicy | None, policy)
-
-
-class StreamOp(ABC):
-    """One operator instance in a stage (each parallel instance has its own)."""
-
-    kind = "op"
-    keyed = False  # needs its input partitioned by key
-    stateful = False
-
-    def __init__(self, name: str | None = None, on_error: str | None = None) -> None:
-        self.name = name or self.kind
-        self.on_error = check_policy(on_error)
-
-    @abstractmethod
-    async def run(self, batch: Batch, ctx: OpContext) -> Batch:
-        """The batch to pass on."""
-
-    async def finish(self, ctx: OpContext) -> Batch | None:
-        """The input ended: return what is still held (open windows), if anything."""
-        return None
-
-    def advance(self, now: int, ctx: OpContext) -> Batch | None:
-        """Processing time moved to ``now`` (ms): return what is due, if anything."""
-        return None
-
-    def next_deadline(self) -> int | None:
-        """When (ms) ``advance`` next has something to do, for processing-time operators."""
-        return None
-
-    def snapshot(self) -> Any:
-        """State to checkpoint (stateful operators)."""
-        return None
-
-    async def close(self) -> None:
-        """Release what the operator holds (connections); called once at the end."""
-
-    def restore(self, state: Any) -> None:
-        """Resume from a ``snapshot``."""
-
-    def fresh(self) -> StreamOp:
-        """A new instance with the same configuration and empty state."""
-        return copy.copy(self)
+from eventray._model.batch import Batch, apply_each
+from eventray._model.callables import is_async_callable
+from eventray._model.errors import ConfigError, Rejected, RejectedEvents
+from eventray._model.protocols import Operator
+from eventray._runtime.operator import OpContext, StreamOp
 
 
 class _HandlerOp(StreamOp):
@@ -122,6 +66,7 @@ class FilterOp(_HandlerOp):
 
 class KeyByOp(_HandlerOp):
     kind = "key_by"
+    rekeys = True
 
     async def run(self, batch: Batch, ctx: OpContext) -> Batch:
         results, kept = await self._apply(batch, ctx)
@@ -269,6 +214,9 @@ class TopicSinkOp(StreamOp):
     def __init__(self, topic_name: str, name: str | None = None) -> None:
         super().__init__(name or f"sink:{topic_name}")
         self.topic_name = topic_name
+
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic_name,)
 
     async def run(self, batch: Batch, ctx: OpContext) -> Batch:
         await ctx.publish(self.topic_name, batch.to_events())

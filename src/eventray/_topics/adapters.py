@@ -1,73 +1,20 @@
-"""Adapters from what users pass (callables, topics, sinks, operators) to batch delivery.
-
-A ``Subscriber`` takes batches from a topic's delivery loop; a ``Processor`` turns a batch into
-the batch an operator topic publishes. Both report per-event failures instead of raising, so
-one bad record never stops the others.
-"""
+"""Adapters from what users pass (callables, topics, sinks, operators) to batch delivery."""
 
 from __future__ import annotations
 
-import functools
 import inspect
-from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from ._errors import RejectedEvents
-from ._event import Event
-from ._protocols import Operator, Sink
+from eventray._model.callables import describe_target, is_async_callable
+from eventray._model.errors import Rejected, RejectedEvents
+from eventray._model.event import Event
+from eventray._model.protocols import Operator, Sink
+
+from .subscriber import Failures, Processor, Subscriber
 
 if TYPE_CHECKING:
-    from ._topic import Topic
-
-Failures = list[tuple[Event, BaseException]]
-
-
-class Rejected(Exception):
-    """One event a sink rejected, with the sink's own description of why."""
-
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
-
-
-def is_async_callable(target: object) -> bool:
-    """Whether calling ``target`` returns a coroutine (functions, partials, callable objects)."""
-    while isinstance(target, functools.partial):
-        target = target.func
-    if inspect.iscoroutinefunction(target):
-        return True
-    call = getattr(target, "__call__", None)  # noqa: B004 - we want the bound method
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
-def describe_target(target: object) -> str:
-    """A short human name for a subscriber or operator."""
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
-    return str(name) if name else type(target).__name__
-
-
-class Subscriber(ABC):
-    """Receives a topic's events in batches."""
-
-    name: str = "subscriber"
-
-    async def open(self) -> None:
-        """Called once before the first batch."""
-
-    async def close(self) -> None:
-        """Called once after the last batch."""
-
-    @abstractmethod
-    async def deliver(self, batch: list[Event]) -> Failures:
-        """Hand ``batch`` over in order; return the events that failed and why."""
-
-    async def flush(self) -> None:
-        """Make what was delivered so far durable (sinks) or reach its end (topics)."""
-
-    def downstream(self) -> Topic[Any] | None:
-        """The topic this subscriber forwards to, so flushes can follow the chain."""
-        return None
+    from .topic import Topic
 
 
 class CallableSubscriber(Subscriber):
@@ -147,16 +94,6 @@ class SinkSubscriber(Subscriber):
 
     async def flush(self) -> None:
         await self.sink.flush()
-
-
-class Processor(ABC):
-    """Turns a batch into the batch an operator topic publishes."""
-
-    name: str = "operator"
-
-    @abstractmethod
-    async def process(self, batch: list[Event]) -> tuple[list[Event], Failures]:
-        """The events to publish, and the events that failed with their errors."""
 
 
 def _output(event: Event, result: object, out: list[Event]) -> None:

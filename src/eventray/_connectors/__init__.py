@@ -1,0 +1,3 @@
+"""Connector base classes, the polling source and the plugin registry.
+
+Imports only ``_model``."""
