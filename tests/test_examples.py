@@ -57,7 +57,8 @@ def test_word_count(transport: str, request: pytest.FixtureRequest) -> None:
 def test_windows(transport: str, request: pytest.FixtureRequest) -> None:
     env = request.getfixturevalue("on_ray") if transport == "ray" else None
     out = run_example("windows.py", transport, env=env).splitlines()
-    assert out[:6] == [
+    views = [line for line in out if line.startswith("views of")]  # dead letters interleave
+    assert views == [
         "views of /home [0s, 10s): 2",
         "views of /docs [0s, 10s): 2",
         "views of /pricing [10s, 20s): 1",

@@ -9,7 +9,8 @@ import eventray as er
 EXPECTED = {
     "DEAD_LETTERS", "BaseSink", "BaseSource", "Bus", "ClosedError", "ConfigError", "Connector",
     "ConnectorConfig", "ConnectorError", "DeadLetter", "Event", "EventrayError", "Operator",
-    "PluginError", "PollingSource", "Processor", "Sink", "Source", "StageFailed", "Subscriber",
+    "OperatorError", "PluginError", "PollingSource", "Processor", "Sink", "Source", "StageFailed",
+    "Subscriber",
     "Subscription", "SubscriptionSpec", "Topic", "TopicBackend", "TopicFull", "TopicIterator",
     "Transport", "TransportError", "UnknownKindError", "__version__", "alias_field", "connect",
     "connector", "registry", "Job", "Session", "Sliding", "Stream", "Tumbling", "WindowResult",

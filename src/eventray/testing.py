@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._connectors.base import BaseSink, BaseSource, ConnectorConfig
+from ._connectors.polling import PollingSource
 from ._model.event import Event
 
 
@@ -27,6 +28,7 @@ class ListSource(BaseSource[ListSourceConfig]):
 
     kind = "list-source"
     config_type = ListSourceConfig
+    bounded = True
 
     def __init__(self, config: Any = None, /, **fields: Any) -> None:
         super().__init__(config, **fields)
@@ -47,6 +49,10 @@ class ListSource(BaseSource[ListSourceConfig]):
         self.position = end
         return batch
 
+    def split(self, index: int, count: int) -> ListSource:
+        """The source of instance ``index`` of ``count``: every ``count``-th value."""
+        return ListSource(values=self.config.values[index::count])
+
     def snapshot(self) -> int:
         return self.position
 
@@ -55,6 +61,32 @@ class ListSource(BaseSource[ListSourceConfig]):
 
     async def stop(self) -> None:
         self.stopped = True
+
+
+class QueueSourceConfig(ConnectorConfig):
+    values: list[Any]
+    per_poll: int = 5
+    interval: float = 0.001
+
+
+class QueueSource(PollingSource[QueueSourceConfig]):
+    """A polling source standing for a service that hands each message out once (a gateway
+    inbox, a queue): each poll takes up to ``per_poll`` values off ``values``. A poll whose
+    result is dropped loses those values for good, which is what this source is for."""
+
+    kind = "queue-source"
+    config_type = QueueSourceConfig
+
+    def __init__(self, config: Any = None, /, **fields: Any) -> None:
+        super().__init__(config, **fields)
+        self.queue = list(self.config.values)
+        self.interval = self.config.interval
+
+    async def poll(self) -> Sequence[Any]:
+        await asyncio.sleep(0)  # a request takes a moment
+        taken = self.queue[: self.config.per_poll]
+        del self.queue[: len(taken)]
+        return taken
 
 
 class ListSinkConfig(ConnectorConfig):

@@ -11,7 +11,7 @@ from typing import Any
 
 from eventray._connectors.registry import registry
 from eventray._model.callables import describe_target, is_async_callable
-from eventray._model.errors import ClosedError, ConfigError
+from eventray._model.errors import ClosedError, ConfigError, StageFailed
 from eventray._model.event import DeadLetter, Event, describe, now_ms
 from eventray._model.protocols import Operator, Sink, Source
 from eventray._runtime.plan import DEAD_LETTERS, JobPlan, Node, compile_stages
@@ -38,7 +38,7 @@ from eventray._topics.subscriber import Failures, Processor, Subscriber
 from eventray._topics.topic import Topic
 
 from .context import BusStageContext
-from .feeds import feed
+from .feeds import Feed
 
 log = logging.getLogger("eventray")
 
@@ -81,8 +81,10 @@ class Bus:
         self._topics: dict[str, Topic[Any]] = {}
         self._internal: list[Topic[Any]] = []
         self._jobs: set[Job] = set()
+        self._running_feeds: list[Feed] = []
         self._opened = False
         self._open_lock = asyncio.Lock()
+        self._closing = False
         self._closed = False
 
     def __repr__(self) -> str:
@@ -254,14 +256,16 @@ class Bus:
         event, error = failures[0]
         log.warning(
             "%s failed on %d event(s), first %r: %s",
-            stage, len(failures), event.value, describe(error),
+            stage, len(failures), getattr(event, "value", event), describe(error),
         )
 
     async def _dead_letter(self, failures: Failures, stage: str) -> None:
         await self._log_failures(failures, stage)
-        await self._publish_dead_letters(
-            [DeadLetter.of(event, error, stage) for event, error in failures]
-        )
+        await self._publish_dead_letters([
+            DeadLetter.of(event, error, stage) if isinstance(event, Event)
+            else DeadLetter(event, describe(error), stage)
+            for event, error in failures
+        ])
 
     async def _publish_dead_letters(self, letters: list[DeadLetter]) -> None:
         events = [Event(letter, letter.key, letter.ts or now_ms()) for letter in letters]
@@ -275,8 +279,9 @@ class Bus:
 
     def _start_feed(self, topic: Topic[Any], source: Source) -> None:
         name = f"feed:{topic.name}:{getattr(source, 'kind', '') or describe_target(source)}"
-        self._feeds.spawn(feed(topic, source, BusStageContext(self), self.max_batch),
-                          name=name)
+        running = Feed(topic, source, BusStageContext(self), self.max_batch)
+        self._running_feeds.append(running)
+        self._feeds.spawn(running.run(), name=name)
 
     # lifecycle
 
@@ -294,24 +299,44 @@ class Bus:
             raise ClosedError("the bus is closed")
 
     async def close(self, *, drain: bool = True) -> None:
-        """Stop topic sources; with ``drain``, deliver what was published, drain running
-        streams and deliver what they published; then stop everything."""
-        if self._closed:
+        """Close the bus. With ``drain`` (a graceful close) nothing a publish accepted is
+        lost: topic sources stop taking new records (what they took is published), what was
+        published reaches every subscriber (streams' subscriptions included), running jobs
+        drain, and what they emitted (output topics, dead letters) is delivered; then
+        everything stops. Each phase is bounded by ``close_timeout`` seconds. Without
+        ``drain``, everything stops at once. A job that fails while closing has its
+        ``StageFailed`` logged (once); ``job.wait()`` and ``job.stop()`` raise it."""
+        if self._closed or self._closing:
             return
-        if drain and any(topic._pump is not None for topic in self._all_topics()):
-            await self._ensure_open()
-        self._closed = True
+        self._closing = True
+        try:
+            if drain and any(topic._pump is not None for topic in self._all_topics()):
+                await self._ensure_open()
+            await self._stop_feeds(drain)
+            if drain:
+                await self._drain(self._all_topics())
+            await self._stop_jobs(drain)
+            if drain:
+                await self._drain(self._all_topics())
+        finally:
+            self._closed = True
+            for topic in self._all_topics():
+                await topic._close()
+            await self._tasks.aclose()
+            if self._opened:
+                await self.transport.close()
+
+    async def _stop_feeds(self, drain: bool) -> None:
+        if drain:
+            for running in self._running_feeds:
+                running.stop_reading()
+            try:
+                async with asyncio.timeout(self.close_timeout):
+                    await self._feeds.join()
+            except TimeoutError:
+                log.warning("bus close: topic sources did not stop within %.1fs; cancelled",
+                            self.close_timeout)
         await self._feeds.aclose()
-        if drain:
-            await self._drain(self._all_topics())
-        await self._stop_jobs(drain)
-        if drain:
-            await self._drain(self._all_topics())
-        for topic in self._all_topics():
-            await topic._close()
-        await self._tasks.aclose()
-        if self._opened:
-            await self.transport.close()
 
     def _all_topics(self) -> list[Topic[Any]]:
         return [*self._internal, *self._topics.values()]
@@ -319,12 +344,15 @@ class Bus:
     async def _stop_jobs(self, drain: bool) -> None:
         for job in list(self._jobs):
             try:
-                async with asyncio.timeout(self.close_timeout if drain else None):
-                    await job.stop(drain=drain)
-            except TimeoutError:
-                log.warning("bus close: job %r did not drain within %.1fs; stopping it",
-                            job.name, self.close_timeout)
-                await job.stop(drain=False)
+                try:
+                    async with asyncio.timeout(self.close_timeout if drain else None):
+                        await job.stop(drain=drain)
+                except TimeoutError:
+                    log.warning("bus close: job %r did not drain within %.1fs; stopping it",
+                                job.name, self.close_timeout)
+                    await job.stop(drain=False)
+            except StageFailed:
+                pass  # the job logged it when it failed; wait() and stop() raise it
 
     async def _drain(self, topics: list[Topic[Any]]) -> None:
         if not self._opened:

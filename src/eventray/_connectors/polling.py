@@ -42,6 +42,8 @@ class PollingSource(BaseSource[C]):
         self.last_error: str | None = None
         self._buffer: deque[Event] = deque()
         self._next_poll: float | None = None
+        self._stopping = False
+        self._wake: asyncio.Event | None = None  # made on first use: sources may be pickled
 
     @abstractmethod
     async def poll(self) -> Sequence[Any]:
@@ -55,8 +57,17 @@ class PollingSource(BaseSource[C]):
         ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
         return random.uniform(0, ceiling)
 
+    def stop_reading(self) -> None:
+        """A drain: a poll in progress completes and its events are delivered; the wait for
+        the next poll ends at once; then ``read`` returns what is buffered, then None."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
     async def read(self, max_events: int) -> Sequence[Event] | None:
         while not self._buffer:
+            if self._stopping:
+                return None
             await self._poll_once()
         count = min(max_events, len(self._buffer))
         return [self._buffer.popleft() for _ in range(count)]
@@ -66,7 +77,14 @@ class PollingSource(BaseSource[C]):
         if self._next_poll is not None:
             delay = self._next_poll - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                if self._wake is None:
+                    self._wake = asyncio.Event()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                if self._stopping:
+                    return
         started = loop.time()
         self.polls += 1
         try:

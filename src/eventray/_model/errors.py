@@ -10,6 +10,7 @@
     ├── TopicFull                            ``topic << value`` found no room
     ├── ConnectorError                       a connector failed talking to its service
     │   └── RejectedEvents                   a sink refused some events of a batch
+    ├── OperatorError (also TypeError)       an operator returned something it must not
     ├── TransportError                       a transport failed (Ray, Kafka, ...)
     └── StageFailed                          a stream stage failed; carries the stage name
 
@@ -94,6 +95,15 @@ class RejectedEvents(ConnectorError):
         first = failures[0][1] if failures else "no failures"
         super().__init__(f"{len(failures)} event(s) rejected, first: {first}", kind=kind)
         self.failures = failures
+
+
+class OperatorError(EventrayError, TypeError):
+    """An operator broke its contract (for example returned values where ``Event``s are
+    expected); ``operator`` names it. The batch it was given becomes dead letters."""
+
+    def __init__(self, message: str, *, operator: str) -> None:
+        super().__init__(f"operator {operator!r}: {message}")
+        self.operator = operator
 
 
 class TransportError(EventrayError):

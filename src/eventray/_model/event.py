@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import OperatorError
+
 
 def now_ms() -> int:
     """Wall-clock time in milliseconds since the epoch."""
@@ -49,6 +51,19 @@ class DeadLetter:
         """The dead letter for ``event`` failing in ``stage`` with ``error``."""
         text = error if isinstance(error, str) else describe(error)
         return cls(event.value, text, stage, event.key, event.ts)
+
+
+def events_from(result: object, operator: str) -> list[Event]:
+    """What an ``Operator.process`` returned, checked to be a list of ``Event``s."""
+    if not isinstance(result, (list, tuple)):
+        raise OperatorError(f"process() must return a list of Events, got "
+                            f"{type(result).__name__}", operator=operator)
+    for item in result:
+        if not isinstance(item, Event):
+            raise OperatorError(f"process() must return Events, got a {type(item).__name__} "
+                                f"({item!r:.80}); wrap values with event.replace_value(v)",
+                                operator=operator)
+    return list(result)
 
 
 def describe(error: BaseException) -> str:

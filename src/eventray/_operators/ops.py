@@ -16,6 +16,7 @@ from typing import Any, cast
 from eventray._model.batch import Batch, apply_each
 from eventray._model.callables import is_async_callable
 from eventray._model.errors import ConfigError, Rejected, RejectedEvents
+from eventray._model.event import events_from
 from eventray._model.protocols import Operator
 from eventray._runtime.operator import OpContext, StreamOp
 
@@ -181,7 +182,7 @@ class ApplyOp(StreamOp):
             result = self.operator.process(batch.to_events())
             if inspect.isawaitable(result):
                 result = await result
-            return Batch.from_events(result)
+            return Batch.from_events(events_from(result, self.name))
         except Exception as exc:
             await ctx.fail(self, batch, [(i, exc) for i in range(len(batch))])
             return Batch([])

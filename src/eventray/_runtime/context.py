@@ -55,8 +55,9 @@ class StageContext(ABC):
         """Publish to a bus topic (``sink(topic)``)."""
 
     @abstractmethod
-    async def subscribe(self, topic: str) -> EventStream:
-        """Subscribe to a bus topic (``from_topic``)."""
+    async def subscribe(self, topic: str, *, group: str | None = None) -> EventStream:
+        """Subscribe to a bus topic (``from_topic``). Streams of the same ``group`` share one
+        subscription: each event reaches one of them, and one ``finish`` ends it for all."""
 
 
 class Inbox(Protocol):

@@ -4,6 +4,7 @@ process (what the memory transport does)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -17,6 +18,8 @@ from .plan import JobPlan, StagePlan
 from .runner import StageRunner
 from .tasks import TaskOwner
 
+log = logging.getLogger("eventray")
+
 Metrics = dict[str, dict[str, float]]
 
 
@@ -29,7 +32,8 @@ class JobBackend(ABC):
 
     @abstractmethod
     async def stop(self, *, drain: bool) -> None:
-        """Stop: with ``drain``, sources stop and what is in flight reaches the sinks."""
+        """Stop: with ``drain``, sources stop and what is in flight reaches the sinks.
+        Raises ``StageFailed`` if a stage failed (before or while stopping)."""
 
     @abstractmethod
     def metrics(self) -> Metrics:
@@ -109,11 +113,14 @@ class LocalJob(JobBackend):
         except StageFailed as failed:
             self._fail(failed)
         except Exception as exc:
-            self._fail(StageFailed(runner.name, describe(exc), job=self.plan.name))
+            failure = StageFailed(runner.name, describe(exc), job=self.plan.name)
+            failure.__cause__ = exc
+            self._fail(failure)
 
     def _fail(self, failure: StageFailed) -> None:
         if self._failure is None:
             self._failure = failure
+            log.error("job %s: %s", self.plan.name, failure, exc_info=failure.__cause__)
             for task in self._running:
                 if task is not asyncio.current_task():
                     task.cancel()
@@ -132,6 +139,8 @@ class LocalJob(JobBackend):
             await asyncio.shield(self._finished)
         else:
             await self._tasks.aclose()
+        if self._failure is not None:
+            raise self._failure
 
     def metrics(self) -> Metrics:
         return {runner.name: runner.metrics.as_dict() for runner in self.runners}

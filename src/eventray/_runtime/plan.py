@@ -148,6 +148,7 @@ def compile_stages(
             local = driver_boundaries and node.reader.driver_local
             stage = new_stage(node.parallelism or 1, [], "rebalance",
                               placement="driver" if local else "any")
+            node.reader.check_parallelism(stage.parallelism)
             stage.reader = node.reader
         elif node.kind == "union":
             inputs = [stage_of[parent.id] for parent in node.parents]

@@ -46,7 +46,8 @@ class StageRunner:
         self.metrics = StageMetrics()
         self.op_ctx = OpContext(job, stage_name, on_error, ctx, self.metrics)
         self._stop_requested = False
-        self._reading: asyncio.Task[Any] | None = None
+        self._ended = False  # the reader returned None
+        self._read: asyncio.Task[Batch | None] | None = None  # a read in flight
 
     async def open(self) -> None:
         """Open the reader (a topic reader subscribes here), before ``run``."""
@@ -67,69 +68,77 @@ class StageRunner:
             await self._close()
 
     def request_stop(self) -> None:
-        """Drain: stop taking new records from the reader; what is in flight goes on."""
+        """Drain: stop taking new records from the reader. Nothing is cancelled: a read in
+        progress completes and is delivered, then what the reader still holds."""
+        if self._stop_requested:
+            return
         self._stop_requested = True
-        if self._reading is not None:
-            self._reading.cancel()
+        if self.reader is not None:
+            self.reader.stop_reading()
 
     async def _from_reader(self, reader: Reader) -> None:
-        task = asyncio.current_task()
-        while not self._stop_requested:
-            self._reading = task
-            try:
-                batch = await self._read_lingering(reader)
-            except asyncio.CancelledError:
-                if self._stopped_by_us(task):
-                    break  # a drain: what the reader already holds is handed over below
-                raise
-            finally:
-                self._reading = None
-            if batch is None:
-                return
-            if len(batch):
+        while not self._stop_requested and not self._ended:
+            batch = await self._read_lingering(reader)
+            if batch is not None and len(batch):
                 await self.process(batch)
-        while (held := await reader.drain(self.batch_size)) is not None:
-            if len(held):
-                await self.process(held)
+        if self._read is not None:  # a drain: the read in flight completes and is delivered
+            await asyncio.wait({self._read})
+            batch = self._take_read()
+            if batch is not None and len(batch):
+                await self.process(batch)
+        if self._stop_requested:
+            while (held := await reader.drain(self.batch_size)) is not None:
+                if len(held):
+                    await self.process(held)
 
-    def _stopped_by_us(self, task: asyncio.Task[Any] | None) -> bool:
-        """Whether a cancellation came only from ``request_stop`` (then it is consumed)."""
-        return self._stop_requested and task is not None and task.uncancel() == 0
+    def _take_read(self) -> Batch | None:
+        """The result of the finished read (its error, if it failed)."""
+        assert self._read is not None
+        read, self._read = self._read, None
+        batch = read.result()
+        if batch is None:
+            self._ended = True
+        return batch
 
     async def _read_lingering(self, reader: Reader) -> Batch | None:
+        """Up to ``batch_size`` records, gathering reads for up to ``linger`` seconds after the
+        first; processing-time operators are advanced when they are due. A read is never
+        cancelled: a timer that fires leaves it running, and the next call takes it up."""
+        loop = asyncio.get_running_loop()
+        parts: list[Batch] = []
+        size = 0
+        linger_until: float | None = None
+        while True:
+            if self._read is None:
+                self._read = loop.create_task(reader.read(self.batch_size - size),
+                                              name=f"{self.name}:read")
+            timeout = self._wake_after(linger_until)
+            done, _ = await asyncio.wait({self._read}, timeout=timeout)
+            if done:
+                batch = self._take_read()
+                if batch is not None and len(batch):
+                    parts.append(batch)
+                    size += len(batch)
+                if (batch is None or size >= self.batch_size or self.linger <= 0
+                        or self._stop_requested):
+                    return concat(parts) if parts else None
+                if parts and linger_until is None:
+                    linger_until = loop.time() + self.linger
+                continue
+            if parts:  # lingered long enough
+                return concat(parts)
+            await self._advance(now_ms())  # a processing-time operator is due
+
+    def _wake_after(self, linger_until: float | None) -> float | None:
+        """Seconds until the loop must act without new input: the end of the linger, or the
+        next processing-time deadline."""
+        waits = []
+        if linger_until is not None:
+            waits.append(linger_until - asyncio.get_running_loop().time())
         deadline = self._next_deadline()
-        if deadline is None:
-            batch = await reader.read(self.batch_size)
-        else:  # a processing-time operator is due: wake up for it even if input is idle
-            try:
-                async with asyncio.timeout(max(0.0, (deadline - now_ms()) / 1000)):
-                    batch = await reader.read(self.batch_size)
-            except TimeoutError:
-                await self._advance(now_ms())
-                return Batch([])
-        if batch is None or self.linger <= 0 or len(batch) >= self.batch_size:
-            return batch
-        parts = [batch]
-        size = len(batch)
-        linger_until = asyncio.get_running_loop().time() + self.linger
-        while size < self.batch_size:
-            remaining = linger_until - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    more = await reader.read(self.batch_size - size)
-            except TimeoutError:
-                break
-            except asyncio.CancelledError:  # a drain: keep what was already read
-                if self._stopped_by_us(asyncio.current_task()):
-                    break
-                raise
-            if more is None:
-                break
-            parts.append(more)
-            size += len(more)
-        return concat(parts)
+        if deadline is not None:
+            waits.append((deadline - now_ms()) / 1000)
+        return max(0.0, min(waits)) if waits else None
 
     async def _from_inbox(self, inbox: Inbox) -> None:
         ends = 0
@@ -197,6 +206,10 @@ class StageRunner:
         await self.emitter.end()
 
     async def _close(self) -> None:
+        if self._read is not None:  # only a hard stop or a failure leaves a read behind
+            self._read.cancel()
+            await asyncio.gather(self._read, return_exceptions=True)
+            self._read = None
         for op in self.ops:
             try:
                 await op.close()

@@ -47,6 +47,11 @@ class TaskOwner:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    async def join(self) -> None:
+        """Wait until every task has finished by itself (cancelling none)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     async def aclose(self) -> None:
         """Cancel every task and wait until all have finished. Idempotent."""
         self._closed = True

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from eventray._model.callables import describe_target, is_async_callable
 from eventray._model.errors import Rejected, RejectedEvents
-from eventray._model.event import Event
+from eventray._model.event import Event, events_from
 from eventray._model.protocols import Operator, Sink
 
 from .subscriber import Failures, Processor, Subscriber
@@ -150,9 +150,9 @@ class OperatorProcessor(Processor):
             result = self.operator.process(batch)
             if inspect.isawaitable(result):
                 result = await result
+            return events_from(result, self.name), []
         except Exception as exc:
             return [], [(event, exc) for event in batch]
-        return list(cast(Sequence[Event], result)), []
 
 
 class ProcessorSubscriber(Subscriber):

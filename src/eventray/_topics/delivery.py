@@ -47,8 +47,10 @@ async def deliver_from(channel: BatchChannel[Event], spec: SubscriptionSpec) -> 
     error = await _open(subscriber, spec.name)
     if error is not None:
         while (batch := await channel.get(spec.max_batch)) is not None:
-            await spec.on_failures([(event, error) for event in batch], spec.name)
-            channel.task_done(len(batch))
+            try:
+                await report_failures(spec, [(event, error) for event in batch])
+            finally:
+                channel.task_done(len(batch))
         return
     try:
         if spec.ordered or spec.max_concurrency <= 1:
@@ -79,9 +81,21 @@ async def _work(channel: BatchChannel[Event], spec: SubscriptionSpec, max_items:
     subscriber = spec.subscriber
     while (batch := await channel.get(max_items)) is not None:
         try:
-            failures = await subscriber.deliver(batch)
-        except Exception as exc:
-            failures = [(event, exc) for event in batch]
-        if failures:
-            await spec.on_failures(failures, spec.name)
-        channel.task_done(len(batch))
+            try:
+                failures = await subscriber.deliver(batch)
+            except Exception as exc:
+                failures = [(event, exc) for event in batch]
+            if failures:
+                await report_failures(spec, failures)
+        finally:
+            channel.task_done(len(batch))
+
+
+async def report_failures(spec: SubscriptionSpec, failures: Failures) -> None:
+    """Hand failures to the spec's handler; a handler that fails itself is logged, never
+    allowed to end the delivery loop (a dead loop would stall its publishers)."""
+    try:
+        await spec.on_failures(failures, spec.name)
+    except Exception:
+        log.exception("%s: reporting %d failed event(s) failed; they are dropped",
+                      spec.name, len(failures))

@@ -87,9 +87,10 @@ class TopicStream:
         return Batch.from_events(events)
 
     async def finish(self) -> None:
-        """Unsubscribe; what was already delivered stays readable, then ``get`` ends."""
+        """Unsubscribe at once (what the topic still queued for this stream is not taken);
+        what was already delivered stays readable, then ``get`` ends."""
         self._finalizer.detach()
-        await self._subscription.cancel(drain=True)
+        await self._subscription.cancel(drain=False)
         self._channel.close()
 
     async def aclose(self) -> None:

@@ -297,7 +297,11 @@ class Topic(Generic[T]):
             await self._backend.publish(batch)
         except Exception as exc:
             failures: Failures = [(event, exc) for event in batch]
-            await self._bus._failure_handler(self.name)(failures, f"topic:{self.name}")
+            try:
+                await self._bus._failure_handler(self.name)(failures, f"topic:{self.name}")
+            except Exception:
+                log.exception("topic %r: %d event(s) the transport refused are dropped; "
+                              "reporting them failed", self.name, len(batch))
 
     # lifecycle
 

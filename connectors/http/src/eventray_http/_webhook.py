@@ -161,6 +161,10 @@ class WebhookSource(BaseSource[WebhookSourceConfig]):
                 handover.taken.set_result(False)
         self._pending.close()
 
+    def stop_reading(self) -> None:
+        """A stream drains: ``drain`` (reads return what was taken, then None)."""
+        self.drain()
+
     async def stop(self) -> None:
         """``drain``, then close the server."""
         self.drain()

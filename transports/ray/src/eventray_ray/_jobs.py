@@ -238,6 +238,8 @@ class RayJob(JobBackend):
         if self._supervisor is not None:
             await asyncio.shield(self._supervisor)
         await self._tasks.aclose()
+        if self._failure is not None:
+            raise self._failure
 
     def metrics(self) -> Metrics:
         live = {runner.name: runner.metrics.as_dict() for runner in self._local}

@@ -164,8 +164,9 @@ class ActorStageContext(StageContext):
     async def publish(self, topic: str, events: list[Event]) -> None:
         await self._topic(topic).publish.remote(Batch.from_events(events))
 
-    async def subscribe(self, topic: str) -> EventStream:
-        key = f"stage-{uuid.uuid4().hex}"
+    async def subscribe(self, topic: str, *, group: str | None = None) -> EventStream:
+        # instances of a group pull from one subscription of the topic actor
+        key = f"group-{group}" if group is not None else f"stage-{uuid.uuid4().hex}"
         return await PullStream(self._topic(topic), key, f"stream:{topic}").open()
 
 

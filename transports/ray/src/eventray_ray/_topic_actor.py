@@ -108,7 +108,9 @@ class TopicActor:
                 subscription.task.cancel()
 
     async def subscribe_pull(self, key: str, name: str) -> None:
-        self.subscriptions[key] = _Subscription(name, BatchChannel(self.queue_batches))
+        """Subscribe puller ``key``; pullers sharing a key share its queue (a group)."""
+        if key not in self.subscriptions:
+            self.subscriptions[key] = _Subscription(name, BatchChannel(self.queue_batches))
 
     async def pull(self, key: str, max_batches: int) -> list[Wire] | None:
         subscription = self.subscriptions.get(key)

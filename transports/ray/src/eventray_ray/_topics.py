@@ -67,7 +67,8 @@ class PullStream:
         """Pulled is done, as far as the topic actor counts."""
 
     async def finish(self) -> None:
-        await self._unsubscribe(drain=True)
+        """Unsubscribe at once: what was pulled stays; what the topic queued is not taken."""
+        await self._unsubscribe(drain=False)
 
     async def aclose(self) -> None:
         await self._unsubscribe(drain=False)
