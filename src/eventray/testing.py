@@ -27,6 +27,7 @@ class ListSource(BaseSource[ListSourceConfig]):
 
     kind = "list-source"
     config_type = ListSourceConfig
+    bounded = True
 
     def __init__(self, config: Any = None, /, **fields: Any) -> None:
         super().__init__(config, **fields)

@@ -176,6 +176,11 @@ class ConnectorReader(Reader):
         self._ctx: StageContext | None = None
         self._started = False
 
+    @property
+    def bounded(self) -> bool:  # type: ignore[override]
+        """Whether the source ends by itself: only if it says so (``bounded = True``)."""
+        return getattr(self.source, "bounded", False) is True
+
     def fresh(self, index: int, parallelism: int) -> ConnectorReader:
         return ConnectorReader(self.source)
 
