@@ -104,3 +104,16 @@ def test_embedded_in_aiohttp(transport: str, request: pytest.FixtureRequest) -> 
         "POST /orders 202", "POST /orders 202", "POST /orders 202", "POST /orders 400",
         "GET /totals {'ann': 8, 'bob': 7}",
     ]
+
+
+def test_custom_connector(tmp_path: Path) -> None:
+    path = tmp_path / "rolls.jsonl"
+    out = run_example("custom_connector.py", str(path)).splitlines()
+    rolls = [int(line) for line in path.read_text().splitlines()]
+    assert len(rolls) == 100 and set(rolls) <= set(range(1, 7))
+    assert out == [
+        "wrote 100 rolls to rolls.jsonl",
+        f"rolled {rolls.count(6)} sixes",
+        "bad config: dice-source: field 'rolls': Field required (also field 'rols': Extra "
+        "inputs are not permitted (did you mean 'rolls'?))",
+    ]

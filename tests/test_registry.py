@@ -12,6 +12,7 @@ import pytest
 
 import eventray as er
 from eventray._cli import main as cli
+from eventray._connectors.registry import install_hint
 from eventray.testing import Recorder
 
 from . import throwaway_plugin
@@ -81,7 +82,7 @@ def test_unknown_kind_lists_installed_kinds_and_hints_install(plugin: Path) -> N
     with pytest.raises(er.UnknownKindError) as caught:
         er.connector("nope-source")
     assert "countdown-source" in str(caught.value) and "shelf-sink" in caught.value.installed
-    with pytest.raises(er.UnknownKindError, match=r'pip install "eventray\[smtp\]"'):
+    with pytest.raises(er.UnknownKindError, match="eventray-smtp plugin, which is not released"):
         er.connector("smtp-sink", host="127.0.0.1")
 
 
@@ -144,3 +145,56 @@ def test_cli_entry_point_runs() -> None:
         capture_output=True, text=True, check=True,
     )
     assert done.stdout.startswith("memory")
+
+
+def test_version_lists_eventray_and_its_plugins(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli(["--version"])
+    assert exited.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"eventray {er.__version__}"
+    assert any(line.strip().startswith("eventray-http ") for line in lines[1:])
+
+
+def test_install_hints_say_what_works_from_a_checkout() -> None:
+    with pytest.raises(er.UnknownKindError, match="eventray-kafka plugin, which is not released"):
+        er.connect("kafka://127.0.0.1:9092")
+    assert install_hint("ray") == (
+        "eventray-ray is not on PyPI yet; from an eventray checkout: pip install ./transports/ray"
+    )
+    assert install_hint("webhook-source") is not None
+    assert "./connectors/http" in str(install_hint("webhook-source"))
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations made by the test are forgotten after it."""
+    monkeypatch.setattr(er.registry, "_registered", {})
+
+
+@pytest.mark.usefixtures("in_process")
+async def test_register_connector_and_transport_in_process(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from eventray._memory import MemoryTransport
+    from eventray.testing import ListSource
+
+    class Numbers(ListSource):
+        kind = "numbers-source"
+
+    er.registry.register_connector("numbers-source", Numbers)
+    er.registry.register_transport("local-mem", lambda url, **options: MemoryTransport(**options))
+    assert er.registry.kinds()["numbers-source"].origin.endswith("Numbers")
+    assert cli(["connectors"]) == 0
+    assert "numbers-source  (source, from tests" in capsys.readouterr().out
+    async with er.connect("local-mem") as bus:
+        assert await bus.from_source({"kind": "numbers-source", "values": [1, 2]}).collect() == [
+            1, 2
+        ]
+    with pytest.raises(er.ConfigError, match="kind is 'numbers-source'"):
+        er.registry.register_connector("other-source", Numbers)
+    with pytest.raises(er.ConfigError, match="Connector subclass"):
+        er.registry.register_connector("x-source", dict)  # type: ignore[arg-type]
+    with pytest.raises(er.ConfigError) as caught:
+        er.registry.register_transport("no scheme", MemoryTransport)
+    assert caught.value.field == "scheme"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata as metadata
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._connectors.registry import registry
+from ._connectors.registry import INSTALL_FROM_CHECKOUT, registry
 from ._model.errors import EventrayError
 
 
@@ -37,7 +38,8 @@ def _connectors(as_json: bool) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print('no connector plugins installed (try: pip install "eventray[http]")')
+        hint = INSTALL_FROM_CHECKOUT.format(plugin="connectors/http")
+        print(f"no connector plugins installed (eventray-http is {hint})")
         return 0
     for row in rows:
         print(f"{row['kind']}  ({row['role']}, from {row['plugin']})")
@@ -63,9 +65,33 @@ def _transports() -> int:
     return 0
 
 
+def _version() -> str:
+    """eventray's installed version, then each installed plugin distribution's."""
+    try:
+        core = metadata.version("eventray")
+    except metadata.PackageNotFoundError:  # run from a checkout without installing it
+        core = "(not installed)"
+    plugins = {plugin.distribution: plugin.version
+               for found in (registry.transports(), registry.kinds())
+               for plugin in found.values() if plugin.distribution != "eventray"}
+    lines = [f"eventray {core}"]
+    lines += [f"  {name} {version}".rstrip() for name, version in sorted(plugins.items())]
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(_version())
+        parser.exit()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``eventray`` command."""
     parser = argparse.ArgumentParser(prog="eventray", description="eventray command line")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("connectors", help="list installed connector kinds")
     listing.add_argument("--json", action="store_true", help="print JSON")

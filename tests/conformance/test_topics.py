@@ -314,7 +314,7 @@ async def test_closed_bus_refuses_work(make_bus: Callable[[], er.Bus]) -> None:
 
 async def test_subscriber_config_errors(bus: er.Bus) -> None:
     topic = bus.topic("errors")
-    with pytest.raises(er.ConfigError, match="cannot subscribe a int"):
+    with pytest.raises(er.ConfigError, match="cannot subscribe an int"):
         topic >> 42
     with pytest.raises(er.ConfigError, match="max_concurrency"):
         topic.subscribe(print, max_concurrency=4)

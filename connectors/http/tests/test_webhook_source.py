@@ -175,3 +175,63 @@ def test_config_errors_name_the_field() -> None:
         er.connector("webhook-source", auth={"token": "x"})
     with pytest.raises(er.ConfigError, match="field 'max_body'"):
         er.connector("webhook-source", max_body=0)
+
+
+async def queued(source: WebhookSource, events: int) -> None:
+    """Wait until ``events`` events wait for the stream (as ``/healthz`` reports)."""
+    async with aiohttp.ClientSession() as session:
+        health = f"http://127.0.0.1:{source.port}/healthz"
+        for _ in range(200):
+            async with session.get(health) as response:
+                if (await response.json())["pending"] == events:
+                    return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"{events} events never queued")
+
+
+async def test_limits_count_events_not_requests(client: aiohttp.ClientSession) -> None:
+    source = WebhookSource(batch=True, max_pending=3)
+    await source.start()
+    first = asyncio.create_task(post(client, source.url, "[1, 2, 3]"))
+    await queued(source, 3)
+    second = asyncio.create_task(post(client, source.url, "[4, 5]"))
+    await asyncio.sleep(0.2)
+    assert [e.value for e in await source.read(10)] == [1, 2, 3], "max_pending=3 was full"
+    await queued(source, 2)
+    assert [e.value for e in await source.read(10)] == [4, 5]
+    assert [await first, await second] == [(202, {"accepted": 3}), (202, {"accepted": 2})]
+    third = asyncio.create_task(post(client, source.url, "[6, 7]"))
+    await queued(source, 2)
+    fourth = asyncio.create_task(post(client, source.url, "[8]"))
+    await queued(source, 3)
+    assert [e.value for e in await source.read(2)] == [6, 7], "read(2) takes 2 events"
+    assert [e.value for e in await source.read(2)] == [8]
+    assert [(await third)[0], (await fourth)[0]] == [202, 202]
+    await source.stop()
+
+
+async def test_a_request_is_handed_over_whole(client: aiohttp.ClientSession) -> None:
+    source = WebhookSource(batch=True)
+    await source.start()
+    request = asyncio.create_task(post(client, source.url, "[1, 2, 3, 4, 5]"))
+    await queued(source, 5)
+    assert [e.value for e in await source.read(2)] == [1, 2, 3, 4, 5]
+    assert await request == (202, {"accepted": 5})
+    source.drain()
+    assert await source.read(10) is None
+    await source.stop()
+
+
+async def test_events_taken_as_the_deadline_passes_are_accepted_not_503(
+    client: aiohttp.ClientSession,
+) -> None:
+    source = WebhookSource(handover_timeout=0.3)
+    await source.start()
+    request = asyncio.create_task(post(client, source.url, '"order"'))
+    await queued(source, 1)
+    # The stream takes the event in the loop turn in which the handover deadline fires.
+    reading = asyncio.create_task(source.read(10))
+    time.sleep(0.4)  # noqa: ASYNC251 (blocks the loop past the deadline, the read ready)
+    assert [e.value for e in await reading] == ["order"]
+    assert await request == (202, {"accepted": 1}), "the stream took it: no retry wanted"
+    await source.stop()

@@ -7,7 +7,7 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from eventray._connectors.registry import registry
 from eventray._model.callables import describe_target, is_async_callable
@@ -80,6 +80,7 @@ class Bus:
         self._feeds = TaskOwner(f"feeds:{transport.name}")
         self._topics: dict[str, Topic[Any]] = {}
         self._internal: list[Topic[Any]] = []
+        self._attached: dict[tuple[str, str], object] = {}  # (topic, "source"|"sink") -> spec
         self._jobs: set[Job] = set()
         self._running_feeds: list[Feed] = []
         self._opened = False
@@ -117,14 +118,14 @@ class Bus:
                 f"topic names are 1-200 letters, digits or . _ - / >, got {name!r}",
                 field="name",
             )
-        built_source = registry.build(source, role="source") if source is not None else None
-        built_sink = registry.build(sink, role="sink") if sink is not None else None
         topic = self._topics.get(name)
         if topic is not None and operator is not None:
             raise ConfigError(
                 f"topic {name!r} already exists; operator= is only accepted when it is created",
                 field="operator",
             )
+        built_source = self._new_attachment(name, "source", source)
+        built_sink = self._new_attachment(name, "sink", sink)
         if topic is None:
             processor = self._adapt_operator(operator) if operator is not None else None
             topic = self._new_topic(name)
@@ -138,9 +139,29 @@ class Bus:
             self._topics[name] = topic
         if built_sink is not None:
             topic.subscribe(built_sink)
+            self._attached[(name, "sink")] = dict(sink) if isinstance(sink, Mapping) else sink
         if built_source is not None:
-            topic._attach_source(built_source)  # type: ignore[arg-type]
+            topic._attach_source(built_source)
+            self._attached[(name, "source")] = (
+                dict(source) if isinstance(source, Mapping) else source
+            )
         return topic
+
+    def _new_attachment(self, name: str, role: Literal["source", "sink"], spec: object) -> Any:
+        """``spec`` built, the first time it is given for this topic's ``role``; None when
+        there is none or it is the one given before (so repeating ``bus.topic`` is harmless)."""
+        if spec is None:
+            return None
+        given = self._attached.get((name, role))
+        if given is not None:
+            if given is spec or (isinstance(spec, Mapping) and given == dict(spec)):
+                return None
+            raise ConfigError(
+                f"topic {name!r} already has a {role}; {role}= must be the same one every time "
+                f"(subscribe more sinks with topic >> sink, feed more sources with another topic)",
+                field=role,
+            )
+        return registry.build(spec, role=role)
 
     @property
     def dead_letters(self) -> Topic[DeadLetter]:
@@ -176,27 +197,35 @@ class Bus:
             operator_topic = self.topic(self._fresh_name(f"{topic.name}>{type(target).__name__}"),
                                         operator=target)
             return TopicSubscriber(operator_topic), operator_topic
-        if callable(target):
+        if callable(target) and not _from_ray(target):
             if is_async_callable(target):
                 return AsyncCallableSubscriber(target, events=events), target
             return CallableSubscriber(target, events=events), target
         raise ConfigError(
-            f"cannot subscribe a {type(target).__name__}: expected a callable, a topic, "
-            "a sink or sink config, an operator, or a kind the transport accepts",
+            f"cannot subscribe {_a(type(target).__name__)}: expected a callable, a topic, "
+            "a sink or sink config, an operator, or a kind the transport accepts"
+            + self._ray_hint(target),
             field="subscriber",
         )
 
     def _adapt_operator(self, target: object) -> Processor:
         adapted = self.transport.adapt_operator(target)
-        if adapted is None:
+        if adapted is None and not _from_ray(target):
             adapted = processor_for(target)
         if adapted is None:
             raise ConfigError(
-                f"cannot use a {type(target).__name__} as an operator: expected a callable, "
-                "an async callable, an Operator, or a kind the transport accepts",
+                f"cannot use {_a(type(target).__name__)} as an operator: expected a callable, "
+                "an async callable, an Operator, or a kind the transport accepts"
+                + self._ray_hint(target),
                 field="operator",
             )
         return adapted
+
+    def _ray_hint(self, target: object) -> str:
+        if not _from_ray(target):
+            return ""
+        return (f"; Ray actors and tasks need the Ray transport (er.connect() or "
+                f"er.connect(\"ray\")), and this bus uses {self.transport.name!r}")
 
     def _fresh_name(self, base: str) -> str:
         name, n = base, 1
@@ -374,3 +403,13 @@ class Bus:
 
     async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
         await self.close(drain=exc_type is None)
+
+
+def _from_ray(target: object) -> bool:
+    """Whether ``target`` is a Ray object (an actor handle, a remote function or class)."""
+    return any(cls.__module__.partition(".")[0] == "ray" for cls in type(target).__mro__)
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: "an ActorHandle", "a dict"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

@@ -8,6 +8,7 @@ at construction with a ``ConfigError`` naming the kind and the field.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -62,12 +63,20 @@ def validate_config(
         for problem in problems:
             loc = problem["loc"]
             field = names.get(str(loc[0]), str(loc[0])) if loc else None
-            described.append((field, problem["msg"]))
+            message = problem["msg"]
+            if problem["type"] == "extra_forbidden" and field is not None:
+                message += _did_you_mean(field, [*config_type.model_fields, *names])
+            described.append((field, message))
         field, message = described[0]
         if len(described) > 1:
             others = "; ".join(f"field '{f}': {m}" for f, m in described[1:])
             message = f"{message} (also {others})"
         raise ConfigError(message, kind=kind, field=field) from None
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _aliases(info: Any) -> list[str]:
@@ -110,6 +119,7 @@ class BaseSource(Connector[C]):
     """A source with no-op lifecycle and position hooks; subclasses implement ``read``."""
 
     role: ClassVar[Literal["source", "sink"]] = "source"
+    bounded: ClassVar[bool] = False  # True: read() returns None at some point (collect() ok)
 
     async def start(self) -> None:
         """Open connections; called once before the first ``read``."""

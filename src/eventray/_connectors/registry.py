@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import logging
+import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,14 +43,26 @@ _FIRST_PARTY = {
 }
 
 
+# The first-party plugins that exist, by folder in the eventray checkout.
+_IN_CHECKOUT = {"ray": "transports/ray", "http": "connectors/http"}
+
+INSTALL_FROM_CHECKOUT = "not on PyPI yet; from an eventray checkout: pip install ./{plugin}"
+
+
 def install_hint(name: str) -> str | None:
-    """The install command for a first-party kind or transport, if ``name`` is one."""
-    for prefix, plugin in _FIRST_PARTY.items():
-        if name == prefix or (prefix.endswith("-") and name.startswith(prefix)):
-            return f'pip install "eventray[{plugin}]"'
-    if name.startswith("kafka-"):
-        return 'pip install "eventray[kafka]"'
-    return None
+    """How to get the first-party plugin that provides kind or transport ``name``, if any.
+
+    The plugins are not published, so ``pip install "eventray[...]"`` cannot work: the hint
+    says what does (installing the plugin's folder from a checkout of eventray).
+    """
+    plugin = next((plugin for prefix, plugin in _FIRST_PARTY.items()
+                   if name == prefix or (prefix.endswith("-") and name.startswith(prefix))),
+                  "kafka" if name.startswith("kafka-") else None)
+    if plugin is None:
+        return None
+    if plugin not in _IN_CHECKOUT:
+        return f"it comes with the eventray-{plugin} plugin, which is not released yet"
+    return f"eventray-{plugin} is " + INSTALL_FROM_CHECKOUT.format(plugin=_IN_CHECKOUT[plugin])
 
 
 @dataclass(frozen=True)
@@ -65,23 +78,32 @@ class FieldInfo:
 
 @dataclass
 class Plugin:
-    """One entry point: what it is called, which distribution supplied it, how to load it."""
+    """One entry point (or an object registered in-process, with ``entry_point`` None):
+    what it is called, which distribution supplied it, how to load it."""
 
     name: str
     distribution: str
     version: str
-    entry_point: metadata.EntryPoint
+    entry_point: metadata.EntryPoint | None
     _loaded: Any = field(default=None, repr=False)
 
+    @property
+    def origin(self) -> str:
+        """Where it comes from: the entry point's ``module:attr`` or the registered object."""
+        if self.entry_point is not None:
+            return self.entry_point.value
+        return f"{getattr(self._loaded, '__module__', '?')}:" \
+               f"{getattr(self._loaded, '__qualname__', repr(self._loaded))}"
+
     def load(self) -> Any:
-        if self._loaded is None:
+        if self._loaded is None and self.entry_point is not None:
             try:
                 self._loaded = self.entry_point.load()
             except Exception as exc:
                 raise PluginError(
                     f"failed to load: {type(exc).__name__}: {exc}",
                     plugin=self.distribution,
-                    entry_point=self.entry_point.value,
+                    entry_point=self.origin,
                 ) from exc
         return self._loaded
 
@@ -91,10 +113,40 @@ class Registry:
 
     def __init__(self) -> None:
         self._groups: dict[str, dict[str, Plugin]] = {}
+        self._registered: dict[str, dict[str, Plugin]] = {}
 
     def refresh(self) -> None:
-        """Forget what was discovered, so newly installed plugins are found."""
+        """Forget what was discovered, so newly installed plugins are found (what was
+        registered in-process stays)."""
         self._groups.clear()
+
+    def register_connector(self, kind: str, cls: type[Connector[Any]]) -> None:
+        """Make ``kind`` build ``cls`` in this process, as the ``eventray.connectors``
+        entry point of an installed plugin would (and in its place, if both exist)."""
+        if not isinstance(kind, str) or not kind:
+            raise ConfigError(f"must be a non-empty string, got {kind!r}", field="kind")
+        if not (isinstance(cls, type) and issubclass(cls, Connector)):
+            raise ConfigError(f"must be a Connector subclass, got {cls!r}", kind=kind,
+                              field="cls")
+        if cls.kind != kind:
+            raise ConfigError(f"{cls.__name__}.kind is {cls.kind!r}, registered as {kind!r}",
+                              kind=kind, field="kind")
+        self._register(CONNECTORS_GROUP, kind, cls)
+
+    def register_transport(self, scheme: str, factory: Callable[..., Any]) -> None:
+        """Make ``er.connect("<scheme>://...")`` use ``factory`` in this process, as the
+        ``eventray.transports`` entry point of an installed plugin would."""
+        if not isinstance(scheme, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+            raise ConfigError(f"must be a URL scheme such as 'mine', got {scheme!r}",
+                              field="scheme")
+        if not callable(factory):
+            raise ConfigError(f"must be callable, got {factory!r}", field="factory")
+        self._register(TRANSPORTS_GROUP, scheme, factory)
+
+    def _register(self, group: str, name: str, obj: Any) -> None:
+        module = getattr(obj, "__module__", "") or ""
+        plugin = Plugin(name, module.partition(".")[0] or "in-process", "", None, obj)
+        self._registered.setdefault(group, {})[name] = plugin
 
     def _plugins(self, group: str) -> dict[str, Plugin]:
         if group not in self._groups:
@@ -111,7 +163,7 @@ class Registry:
                     continue
                 found[ep.name] = Plugin(ep.name, dist, version, ep)
             self._groups[group] = found
-        return self._groups[group]
+        return {**self._groups[group], **self._registered.get(group, {})}
 
     # connector kinds
 
@@ -130,7 +182,7 @@ class Registry:
             raise PluginError(
                 "the entry point is not an eventray Connector class",
                 plugin=plugin.distribution,
-                entry_point=plugin.entry_point.value,
+                entry_point=plugin.origin,
             )
         return cls
 
@@ -191,7 +243,7 @@ class Registry:
             raise PluginError(
                 "the entry point is not callable",
                 plugin=plugin.distribution,
-                entry_point=plugin.entry_point.value,
+                entry_point=plugin.origin,
             )
         return factory  # type: ignore[no-any-return]
 

@@ -10,6 +10,7 @@ custom ``Operator``s).
 
 from __future__ import annotations
 
+import numbers
 import pickle
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -142,19 +143,41 @@ def apply_each(
 
 
 def stable_hash(key: Any) -> int:
-    """A hash that is the same in every process (``hash()`` of str is salted per process)."""
+    """A non-negative hash that agrees with ``==`` (``1``, ``1.0`` and ``True`` hash alike)
+    and is the same in every process: ``hash()`` of str, bytes and the order of sets are
+    salted per process (``PYTHONHASHSEED``)."""
     if isinstance(key, str):
-        return zlib.crc32(key.encode())
-    if isinstance(key, int) and not isinstance(key, bool):
-        return key & 0x7FFFFFFF
-    if isinstance(key, bytes):
+        return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+    if isinstance(key, (bytes, bytearray, memoryview)):
         return zlib.crc32(key)
+    if isinstance(key, numbers.Number):
+        return _number_hash(key)
     if isinstance(key, tuple):
         result = 0x345678
         for item in key:
-            result = (result * 1000003) ^ stable_hash(item)
-        return result & 0x7FFFFFFF
+            result = ((result * 1000003) ^ stable_hash(item)) & 0xFFFFFFFFFFFF
+        return result & _MASK
+    if isinstance(key, frozenset):  # equal sets may iterate in different orders
+        return (sum(stable_hash(item) for item in key) ^ 0x5E7) & _MASK
     return zlib.crc32(pickle.dumps(key, protocol=5))
+
+
+_MASK = 0x7FFFFFFF
+
+
+def _number_hash(key: Any) -> int:
+    if isinstance(key, complex):
+        return _number_hash(key.real) if key.imag == 0 else hash(key) & _MASK
+    if key != key:  # NaN: hash() of NaN is per object; NaN equals nothing anyway
+        return 0
+    try:
+        integral = int(key)
+    except (TypeError, ValueError, OverflowError):  # infinities, numbers int() refuses
+        return hash(key) & _MASK
+    if integral == key:
+        return integral & _MASK
+    # hash() of numbers is not salted and agrees across int, float, Fraction and Decimal
+    return hash(key) & _MASK
 
 
 def split_by_key(batch: Batch, parts: int) -> list[Batch]:

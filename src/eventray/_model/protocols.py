@@ -24,6 +24,7 @@ class Source(Protocol):
     ``restore`` resumes there, and ``commit`` acknowledges upstream once a checkpoint holding
     that position is durable. A source class with ``runs_in_driver = True`` (a server bound
     to this machine) is run in the program's own process by transports that place stages.
+    A source is unbounded (``collect()`` refuses it) unless it has ``bounded = True``.
     """
 
     async def start(self) -> None: ...

@@ -36,7 +36,11 @@ def _ms(seconds: float, field: str, kind: str, *, allow_zero: bool = False) -> i
     if not isinstance(seconds, (int, float)) or seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(f"must be a positive number of seconds, got {seconds!r}",
                           kind=kind, field=field)
-    return round(seconds * 1000)
+    ms = round(seconds * 1000)
+    if ms == 0 and not allow_zero:
+        raise ConfigError(f"{seconds!r} seconds rounds to 0 ms; windows are measured in whole "
+                          "milliseconds", kind=kind, field=field)
+    return ms
 
 
 def _check_time(time: str, kind: str) -> None:

@@ -248,6 +248,11 @@ class ConnectorReader(Reader):
                 "has no split(index, count) method, so keep its parallelism at 1",
                 kind=getattr(self.source, "kind", None), field="parallelism")
 
+    @property
+    def bounded(self) -> bool:  # type: ignore[override]
+        """Whether the source ends by itself: only if it says so (``bounded = True``)."""
+        return getattr(self.source, "bounded", False) is True
+
     def fresh(self, index: int, parallelism: int) -> ConnectorReader:
         if parallelism == 1:
             return ConnectorReader(self.source)

@@ -261,3 +261,29 @@ async def test_same_topic_name_across_processes(bus: er.Bus) -> None:
     assert await received.wait_for(5, timeout=30) == [
         f"from another process {i}" for i in range(5)
     ]
+
+
+@ray.remote
+class Shortchanger:
+    """An operator whose ingest_batch drops a result: one per event is the contract."""
+
+    def ingest_batch(self, values: list[Any]) -> list[Any]:
+        return values[:-1] if len(values) > 1 else values
+
+
+async def test_ingest_batch_results_of_another_length_are_dead_letters(bus: er.Bus) -> None:
+    letters = Recorder()
+    bus.dead_letters >> letters
+    received = Recorder()
+    source = bus.topic("short-in")
+    shortchanger = Shortchanger.remote()  # type: ignore[attr-defined]
+    source >> bus.topic("short-out", operator=shortchanger) >> received
+    source << 1 << 2 << 3  # queued before the topic hands them over: one batch of three
+    await source.flush()
+    got = await letters.wait_for(3)
+    assert received.values == [], "no silent truncation"
+    assert [letter.value for letter in got] == [1, 2, 3]
+    assert all(
+        "Shortchanger.ingest_batch returned 2 results for 3 events" in letter.error
+        for letter in got
+    ), got[0].error

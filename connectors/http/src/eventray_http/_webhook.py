@@ -4,8 +4,10 @@ A request is answered 202 only once its events were handed to the stream (taken 
 ``read``), so a slow stream makes responses slower rather than losing events; 400 for a body
 that does not decode, 401 for bad credentials (compared in constant time), 413 for a body
 over ``max_body``, 503 while draining or when the stream did not take the events within
-``handover_timeout`` (the client may retry: nothing was accepted). ``GET /healthz`` reports
-readiness.
+``handover_timeout`` (the client may retry: nothing was accepted). Limits count events, not
+requests: ``max_pending`` events wait at most (plus one request's), and ``read(n)`` returns at
+most ``n`` events but never part of a request (one request with more is handed over whole),
+so a 202 never leaves events behind. ``GET /healthz`` reports readiness.
 """
 
 from __future__ import annotations
@@ -26,15 +28,27 @@ from ._config import BearerAuth, HmacAuth, WebhookSourceConfig
 from ._formats import decode
 
 
-@dataclass
+@dataclass(eq=False)
 class _Handover:
-    """A request's events waiting for the stream; ``taken`` ends True (the stream has
-    them) or False (refused: the source is draining)."""
+    """A request's ``size`` events waiting for the stream; ``taken`` is decided once: True
+    when the stream took them, False when the request was refused (draining, timed out)."""
 
-    events: list[Event]
+    size: int
     taken: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+    def accept(self) -> bool:
+        """Hand the events over unless the request was refused; whether they go out."""
+        if not self.taken.done():
+            self.taken.set_result(True)
+        return not self.taken.cancelled() and self.taken.result()
+
+    def refuse(self) -> bool:
+        """Refuse the request unless its events were handed over; whether it was refused."""
+        if not self.taken.done():
+            self.taken.set_result(False)
+        return self.taken.cancelled() or not self.taken.result()
 
 
 def _json_error(status: int, message: str, **headers: str) -> web.Response:
@@ -54,7 +68,9 @@ class WebhookSource(BaseSource[WebhookSourceConfig]):
         self.port: int | None = None
         self.accepted = 0
         self.refused: dict[int, int] = {}
-        self._pending: BatchChannel[_Handover] = BatchChannel(self.config.max_pending)
+        self._pending: BatchChannel[tuple[_Handover, Event]] = BatchChannel(
+            self.config.max_pending
+        )
         self._runner: web.AppRunner | None = None
         self._draining = False
         self._up: asyncio.Event | None = None  # made on first use: the source may be pickled
@@ -113,16 +129,19 @@ class WebhookSource(BaseSource[WebhookSourceConfig]):
         except ValueError as exc:
             return self._refuse(400, str(exc))
         values = value if config.batch and isinstance(value, list) else [value]
+        if not values:
+            return web.json_response({"accepted": 0}, status=202)
         headers = {"http-path": request.path}
-        handover = _Handover([Event(v, headers=headers) for v in values])
+        handover = _Handover(len(values))
         try:
             async with asyncio.timeout(config.handover_timeout):
-                await self._pending.put([handover])
-                taken = await handover.taken
+                await self._pending.put([(handover, Event(v, headers=headers)) for v in values])
+                await handover.taken
         except (TimeoutError, ClosedError):
-            taken = False
-        if not taken:
-            handover.events = []  # if it is read after all, nothing goes out twice
+            pass
+        finally:  # the stream may have taken the events as the deadline passed: they count
+            refused = handover.refuse()
+        if refused:  # events still queued are skipped by read: nothing goes out twice
             return self._refuse(503, "the stream did not take the events",
                                 **{"Retry-After": "1"})
         self.accepted += len(values)
@@ -141,24 +160,22 @@ class WebhookSource(BaseSource[WebhookSourceConfig]):
         return hmac.compare_digest(given.encode(), expected.encode())
 
     async def read(self, max_events: int) -> Sequence[Event] | None:
-        handovers = await self._pending.get(max_events)
-        if handovers is None:
+        items = await self._pending.get(max_events)
+        if items is None:
             return None
-        self._pending.task_done(len(handovers))
-        events: list[Event] = []
-        for handover in handovers:
-            if not handover.taken.done():
-                events += handover.events
-                handover.taken.set_result(True)
-        return events
+        last = items[-1][0]
+        rest = last.size - sum(1 for handover, _ in items if handover is last)
+        if rest:  # the rest of the last request is next in the channel: take it now
+            items = [*items, *(await self._pending.get(rest) or [])]
+        self._pending.task_done(len(items))
+        return [event for handover, event in items if handover.accept()]
 
     def drain(self) -> None:
         """Start refusing requests with 503 (and ``/healthz`` with 503, so a load balancer
         moves traffic away); requests the stream has not taken yet are refused too."""
         self._draining = True
-        for handover in self._pending.take_all():
-            if not handover.taken.done():
-                handover.taken.set_result(False)
+        for handover, _ in self._pending.take_all():
+            handover.refuse()
         self._pending.close()
 
     def stop_reading(self) -> None:

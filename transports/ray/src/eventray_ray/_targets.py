@@ -120,6 +120,13 @@ class OutputCalls:
             except Exception as exc:
                 text = error_text(exc)
                 return [], [(event, text) for event in batch]
+            if not isinstance(results, (list, tuple)) or len(results) != len(batch):
+                got = (f"{len(results)} results" if isinstance(results, (list, tuple))
+                       else type(results).__name__)
+                text = (f"ValueError: {_method_name(self.method)} returned {got} for "
+                        f"{len(batch)} events; it must return one result per event (None "
+                        "drops one)")
+                return [], [(event, text) for event in batch]
             return _outputs(batch, list(results)), []
         outputs: list[Event] = []
         failed: list[tuple[Event, str]] = []
@@ -138,8 +145,16 @@ class OutputCalls:
 
 def _outputs(batch: list[Event], results: list[Any]) -> list[Event]:
     out = []
-    for event, result in zip(batch, results, strict=False):
+    for event, result in zip(batch, results, strict=True):
         if result is None:
             continue
         out.append(result if isinstance(result, Event) else event.replace_value(result))
     return out
+
+
+def _method_name(method: Any) -> str:
+    """``Class.method`` of a Ray actor method, for error texts."""
+    actor = getattr(method, "_actor", None)
+    descriptor = getattr(actor, "_ray_actor_creation_function_descriptor", None)
+    return f"{getattr(descriptor, 'class_name', None) or 'actor'}." \
+           f"{getattr(method, '_method_name', 'ingest_batch')}"
