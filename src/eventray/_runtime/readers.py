@@ -234,7 +234,7 @@ class ConnectorReader(Reader):
         self.name = f"from_source:{getattr(source, 'kind', '') or type(source).__name__}"
         # a server (a webhook) listens where the program that configured it runs
         self.driver_local = bool(getattr(source, "runs_in_driver", False))
-        self.bounded = bool(getattr(source, "bounded", False))
+        self.bounded = getattr(source, "bounded", False) is True
         self._ctx: StageContext | None = None
         self._started = False
         self._stopping = False
@@ -247,11 +247,6 @@ class ConnectorReader(Reader):
                 f"{self.name} cannot be split between {parallelism} instances: the source "
                 "has no split(index, count) method, so keep its parallelism at 1",
                 kind=getattr(self.source, "kind", None), field="parallelism")
-
-    @property
-    def bounded(self) -> bool:  # type: ignore[override]
-        """Whether the source ends by itself: only if it says so (``bounded = True``)."""
-        return getattr(self.source, "bounded", False) is True
 
     def fresh(self, index: int, parallelism: int) -> ConnectorReader:
         if parallelism == 1:
