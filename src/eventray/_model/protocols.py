@@ -25,6 +25,11 @@ class Source(Protocol):
     that position is durable. A source class with ``runs_in_driver = True`` (a server bound
     to this machine) is run in the program's own process by transports that place stages.
     A source is unbounded (``collect()`` refuses it) unless it has ``bounded = True``.
+
+    Two optional methods: ``split(index, count)`` returns the source of one of ``count``
+    instances (``set_parallelism`` needs it); ``stop_reading()`` (a drain) makes a ``read``
+    in progress return soon with what it has, and later reads return what is buffered, then
+    None. A stage never cancels a read, so without ``stop_reading`` a drain waits for it.
     """
 
     async def start(self) -> None: ...
