@@ -209,3 +209,78 @@ async def test_a_failing_failure_handler_does_not_kill_delivery(
             await topic.publish(i)
         await asyncio.wait_for(topic.flush(), 10)
     assert received.values == [0, 2]
+
+
+async def test_close_refuses_new_publishes_and_delivers_every_accepted_one(
+    make_bus: Callable[[], er.Bus],
+) -> None:
+    bus = make_bus()
+    topic = bus.topic("busy")
+    got: list[int] = []
+
+    async def slowish(value: int) -> None:
+        await asyncio.sleep(0.0002)
+        got.append(value)
+
+    await bus.from_topic(topic).sink(slowish).run("busy", batch_size=10)
+    accepted: list[int] = []
+    enough = asyncio.Event()
+
+    async def publish_until_refused() -> None:
+        for i in range(1_000_000):
+            await topic.publish(i)
+            accepted.append(i)
+            if i == 2000:
+                enough.set()
+
+    publisher = asyncio.create_task(publish_until_refused())
+    await asyncio.wait_for(enough.wait(), 30)
+    await asyncio.wait_for(bus.close(), 60)
+    with pytest.raises(er.ClosedError, match="closing"):
+        await asyncio.wait_for(publisher, 10)
+    assert sorted(got) == accepted
+
+
+async def test_a_cancelled_stop_or_close_leaves_nothing_running(
+    make_bus: Callable[[], er.Bus],
+) -> None:
+    bus = make_bus()
+    before = asyncio.all_tasks()
+    got: list[int] = []
+
+    async def slow(value: int) -> None:
+        await asyncio.sleep(0.01)
+        got.append(value)
+
+    job = await bus.from_collection(list(range(2000))).sink(slow).run("slow")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(job.stop(drain=True), 0.05)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(bus.close(), 0.1)
+    await bus.close()  # waits for what the cancelled close left to finish
+    assert job.done
+    settled = len(got)
+    await asyncio.sleep(0.1)
+    assert len(got) == settled, "nothing runs after close"
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() - before if not t.done() and t is not current]
+    assert not left, left
+
+
+async def test_a_second_close_waits_for_the_first(make_bus: Callable[[], er.Bus]) -> None:
+    bus = make_bus()
+    topic = bus.topic("twice")
+    got: list[int] = []
+
+    async def slow(value: int) -> None:
+        await asyncio.sleep(0.001)
+        got.append(value)
+
+    await bus.from_topic(topic).sink(slow).run("twice")
+    for i in range(300):
+        await topic.publish(i)
+    first = asyncio.create_task(bus.close())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(bus.close(), 30)
+    assert got == list(range(300))
+    await first

@@ -86,6 +86,7 @@ class Bus:
         self._opened = False
         self._open_lock = asyncio.Lock()
         self._closing = False
+        self._close_done: asyncio.Future[None] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -94,6 +95,11 @@ class Bus:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def closing(self) -> bool:
+        """Whether ``close()`` began: publishing from outside is refused from then on."""
+        return self._closing
 
     # topics
 
@@ -335,9 +341,13 @@ class Bus:
         everything stops. Each phase is bounded by ``close_timeout`` seconds. Without
         ``drain``, everything stops at once. A job that fails while closing has its
         ``StageFailed`` logged (once); ``job.wait()`` and ``job.stop()`` raise it."""
-        if self._closed or self._closing:
+        if self._close_done is not None:  # closed, or a close is under way: wait for it
+            await asyncio.shield(self._close_done)
             return
         self._closing = True
+        self._close_done = asyncio.get_running_loop().create_future()
+        for topic in self._all_topics():
+            topic._outbox.wake_putters()  # publishers waiting for room are refused now
         try:
             if drain and any(topic._pump is not None for topic in self._all_topics()):
                 await self._ensure_open()
@@ -348,12 +358,17 @@ class Bus:
             if drain:
                 await self._drain(self._all_topics())
         finally:
-            self._closed = True
-            for topic in self._all_topics():
-                await topic._close()
-            await self._tasks.aclose()
-            if self._opened:
-                await self.transport.close()
+            try:
+                await self._stop_jobs(drain=False)  # only a cancelled close leaves any running
+                self._closed = True
+                for topic in self._all_topics():
+                    await topic._close()
+                await self._tasks.aclose()
+                if self._opened:
+                    await self.transport.close()
+            finally:
+                self._closed = True
+                self._close_done.set_result(None)
 
     async def _stop_feeds(self, drain: bool) -> None:
         if drain:

@@ -75,6 +75,15 @@ class BatchChannel(Generic[T]):
             _wake_one(self._getters)
         return True
 
+    async def wait_for_room(self) -> None:
+        """Wait until a ``put`` may find room (or ``wake_putters`` is called)."""
+        if self._size >= self.capacity and not self._closed:
+            await _wait(self._putters)
+
+    def wake_putters(self) -> None:
+        """Wake everyone waiting for room, so they can look at why they wait."""
+        _wake_all(self._putters)
+
     async def put(self, batch: Sequence[T]) -> None:
         """Add ``batch``, first waiting while the channel is full."""
         while not self.put_nowait(batch):

@@ -37,7 +37,8 @@ class Job:
         try:
             await self._backend.stop(drain=drain)
         finally:
-            self._on_end(self)
+            if self._backend.done:  # a stop that was cancelled leaves the job running
+                self._on_end(self)
 
     def metrics(self) -> Metrics:
         """Records in and out, batches, failures and seconds per stage instance."""

@@ -40,6 +40,9 @@ class TopicOwner(Protocol):
 
     _tasks: TaskOwner
 
+    @property
+    def closing(self) -> bool: ...
+
     async def _ensure_open(self) -> None: ...
 
     def _adapt_subscriber(
@@ -112,7 +115,7 @@ class Topic(Generic[T]):
     def __lshift__(self, value: T) -> Topic[T]:
         """Enqueue ``value`` without waiting; raises ``TopicFull`` when the buffer is full."""
         target = self._input or self
-        target._check_open()
+        target._check_accepting()
         if not target._outbox.put_one_nowait(Event(value)):
             raise TopicFull(self.name, len(target._outbox))
         target._ensure_pump()
@@ -128,8 +131,7 @@ class Topic(Generic[T]):
     ) -> None:
         """Publish ``value``, waiting for room in the topic's buffer (not for delivery)."""
         target = self._input or self
-        if target._closed:
-            target._check_open()
+        target._check_accepting()
         if target._pump is None:
             target._ensure_pump()
         event = Event(
@@ -139,8 +141,9 @@ class Topic(Generic[T]):
             dict(headers) if headers else None,
         )
         outbox = target._outbox
-        if not outbox.put_one_nowait(event):
-            await outbox.put([event])
+        while not outbox.put_one_nowait(event):
+            await outbox.wait_for_room()
+            target._check_accepting()  # a close that began meanwhile takes nothing new
 
     async def _ingest(self, events: list[Event]) -> None:
         """Publish events as they are (key, headers, time), through the operator if any."""
@@ -308,6 +311,13 @@ class Topic(Generic[T]):
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"topic {self.name!r} is closed")
+
+    def _check_accepting(self) -> None:
+        """A user's publish: refused once the bus began to close (stages and subscribers
+        still publish while it drains, through ``_publish_events``)."""
+        self._check_open()
+        if self._bus.closing:
+            raise ClosedError(f"the bus is closing; topic {self.name!r} takes no new events")
 
     async def _drain(self) -> None:
         """Close the outbox and wait for the pump to hand everything over."""
