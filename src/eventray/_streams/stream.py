@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,6 +61,7 @@ class StreamOwner(Protocol):
 Handler = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 _job_numbers = itertools.count(1)
+_program = secrets.token_hex(3)  # unnamed jobs of programs sharing a cluster never collide
 
 
 class CollectOp(StreamOp):
@@ -185,7 +187,7 @@ class Stream:
         micro-batches sources form; ``on_error`` is the policy for operators that do not set
         their own.
         """
-        job_name = name or f"stream-{next(_job_numbers)}"
+        job_name = name or f"stream-{next(_job_numbers)}-{_program}"
         if not _JOB_NAME.match(job_name):
             raise ConfigError(f"job names are letters, digits, _ and -, got {job_name!r}",
                               field="name")

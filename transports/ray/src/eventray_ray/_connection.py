@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.exceptions import RayError
 
-from eventray import ConfigError
+from eventray import ConfigError, TransportError
+
+from ._cluster import answers
 
 log = logging.getLogger("eventray")
 
 LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+STARTED, JOINED = "started", "joined"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class RayOptions:
     queue_batches: int = 4  # batches queued per subscriber inside a topic actor
     credits: int = 4  # batches in flight per channel between stages
     event_window: int = 64  # per-event calls in flight to an in-order actor subscriber
+    connect_timeout: float = 30.0  # seconds er.connect waits for Ray before giving up
 
     def __post_init__(self) -> None:
         for name in ("queue_size", "queue_batches", "credits", "event_window"):
@@ -41,6 +47,9 @@ class RayOptions:
         if not isinstance(self.stage_num_cpus, (int, float)) or self.stage_num_cpus < 0:
             raise ConfigError(f"must be a non-negative number, got {self.stage_num_cpus!r}",
                               kind="ray", field="stage_num_cpus")
+        if not isinstance(self.connect_timeout, (int, float)) or self.connect_timeout <= 0:
+            raise ConfigError(f"must be a positive number, got {self.connect_timeout!r}",
+                              kind="ray", field="connect_timeout")
         if not self.namespace or not isinstance(self.namespace, str):
             raise ConfigError("must be a non-empty string", kind="ray", field="namespace")
 
@@ -64,35 +73,120 @@ def parse_url(url: str) -> str | None:
                       field="url")
 
 
-def connect(options: RayOptions) -> bool:
-    """Make sure this process is attached to Ray; return True if this call attached it.
+def connect(options: RayOptions) -> str | None:
+    """Make sure this process is attached to Ray; return how this call attached it
+    (``STARTED`` or ``JOINED``), or None if the process already was.
 
     An already initialised Ray is used as it is (and left alone on close); otherwise
-    ``options.address`` (a Ray client URL), then ``RAY_ADDRESS``, then a running local cluster
-    is joined, and failing all of those a local Ray is started with every process on
-    127.0.0.1. Whatever this call attached, ``ray.shutdown()`` detaches again: that stops a
-    Ray started here and only disconnects from one that was joined.
+    ``options.address`` (a Ray client URL), then ``RAY_ADDRESS``, then the running local
+    cluster (``running_local_cluster``) is joined, and failing all of those a local Ray is
+    started with every process on 127.0.0.1. Whatever this call attached, ``ray.shutdown()``
+    detaches again: that stops a Ray started here and only disconnects from a joined one.
     """
     if ray.is_initialized():
-        return False
+        return None
     for name in ("ray", "ray._private.worker"):
         logging.getLogger(name).addFilter(_NoSignalWarning())
+    local_only()
     quiet: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": options.runtime_env}
     address = options.address or os.environ.get("RAY_ADDRESS")
     if address and address.startswith("ray://"):
         _use_local_token()
         _init_client(address, quiet)
-        return True
+        return JOINED
     if address:
         ray.init(address=address, **quiet)
-        return True
-    try:
-        ray.init(address="auto", **quiet)
-        return True
-    except ConnectionError:
-        pass
+        return JOINED
+    running = running_local_cluster()
+    if running:
+        _use_local_token()  # as ray.init does by itself for a cluster it finds
+        ray.init(address=running, **quiet)
+        return JOINED
     start_local(options.num_cpus, quiet)
-    return True
+    return STARTED
+
+
+def running_local_cluster() -> str | None:
+    """The address of the local Ray that was started last on this machine (``ray start`` or
+    a program's ``ray.init``), if its GCS still answers. Unlike ``address="auto"`` this never
+    picks whichever other Ray happens to run here (another user's, another temp dir's)."""
+    from ray._private.services import find_bootstrap_address
+
+    address: str | None = find_bootstrap_address(None)
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    if answers(host, int(port)) is False:
+        log.info("the local Ray recorded at %s is gone; starting a new one", address)
+        return None
+    return address
+
+
+def local_only() -> None:
+    """Make this process use 127.0.0.1 as its node address when ``LOCAL_ONLY`` says so.
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when it is imported; a program that
+    imported Ray before eventray (which sets the variable to 0 unless it is set) has Ray
+    believe otherwise, so a Ray started here would listen on the machine's address and
+    joining a local Ray on 127.0.0.1 would wait forever for a node at the machine's address.
+    """
+    if os.environ.setdefault(LOCAL_ONLY, "0") == "0":
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+async def connect_within(options: RayOptions) -> tuple[str | None, threading.Event]:
+    """``connect`` in a thread of its own, giving up after ``options.connect_timeout`` s
+    with a ``TransportError`` that says where it tried and what to try.
+
+    The thread is a daemon: a ``ray.init`` that hangs can be neither cancelled nor waited
+    for at exit (should it attach after all, it detaches again). Ray needs the thread that
+    attached it to live while attached: it waits until the returned event is set (after
+    ``ray.shutdown``).
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[str | None] = loop.create_future()
+    gave_up, release = threading.Event(), threading.Event()
+
+    def attach() -> None:
+        try:
+            how = connect(options)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+            return
+        if gave_up.is_set():
+            if how is not None:
+                log.warning("Ray connection completed after eventray gave up; detaching")
+                ray.shutdown()
+            return
+        loop.call_soon_threadsafe(_settle, done, how, None)
+        if how is not None:
+            release.wait()
+
+    threading.Thread(target=attach, name="eventray-ray", daemon=True).start()
+    timeout = options.connect_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(done), release
+    except TimeoutError:
+        gave_up.set()
+        where = (options.address or os.environ.get("RAY_ADDRESS")
+                 or "the local Ray (or starting one)")
+        raise TransportError(
+            f"could not connect to {where} within {timeout:g}s; check that the cluster is "
+            f"running and reachable (`ray status`), that RAY_ADDRESS names it, or raise "
+            f"connect_timeout", transport="ray") from None
+
+
+def _settle(future: asyncio.Future[str | None], result: str | None,
+            error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 CLIENT_ATTEMPTS = 3
@@ -131,33 +225,57 @@ def _use_local_token() -> None:
 FREE_NAMES_WITHIN = 10.0  # seconds to wait for killed actors' names to be released
 
 
+def _kill_each(handles: list[Any]) -> None:
+    for handle in handles:
+        ray.kill(handle, no_restart=True)
+
+
+def _name_taken(name: str, namespace: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return False
+    return True
+
+
 async def kill_actors(actors: dict[str, Any], namespace: str) -> None:
     """Kill the named actors and wait (up to ``FREE_NAMES_WITHIN``) until their names are
-    free, so whatever comes next can create actors of the same names."""
-    for handle in actors.values():
-        ray.kill(handle, no_restart=True)
-    deadline = time.monotonic() + FREE_NAMES_WITHIN
-    for name in actors:
-        while time.monotonic() < deadline:
-            try:
-                ray.get_actor(name, namespace=namespace)
-            except ValueError:
-                break
-            await asyncio.sleep(0.05)
+    free, so whatever comes next can create actors of the same names. Ray's blocking calls
+    run in a worker thread."""
+    if not actors:
+        return
+    await asyncio.to_thread(_kill_each, list(actors.values()))
+    try:
+        async with asyncio.timeout(FREE_NAMES_WITHIN):
+            for name, handle in actors.items():
+                try:
+                    await handle.__ray_ready__.remote()  # fails once the actor is dead
+                except RayError as exc:
+                    log.debug("actor %s is dead, as asked (%s)", name, type(exc).__name__)
+                while True:
+                    if not await asyncio.to_thread(_name_taken, name, namespace):
+                        break
+                    await asyncio.sleep(0.05)
+    except TimeoutError:
+        log.warning("killed actors still hold their names after %ss: %s", FREE_NAMES_WITHIN,
+                    ", ".join(actors))
+
+
+class _NoAuthNotice(logging.Filter):
+    """Ray announces the token authentication of every local Ray it starts; for one that
+    eventray starts for this program alone that notice is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is")
 
 
 def start_local(num_cpus: int | None, init_options: dict[str, Any]) -> None:
-    """Start a local Ray whose every process binds to 127.0.0.1.
-
-    Ray takes that from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` when it is imported; if the
-    program imported Ray before eventray, the variable is set for the processes Ray starts and
-    the constant this process already read is corrected (otherwise Ray would listen on every
-    interface at the machine's network address).
-    """
-    if os.environ.get(LOCAL_ONLY, "0") == "0":
-        os.environ[LOCAL_ONLY] = "0"
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
+    """Start a local Ray whose every process binds to 127.0.0.1 (see ``local_only``)."""
     log.info("starting a local Ray (num_cpus=%s)", num_cpus)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, **init_options)
+    notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    quiet = _NoAuthNotice()
+    notices.addFilter(quiet)
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **init_options)
+    finally:
+        notices.removeFilter(quiet)

@@ -8,7 +8,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorAlreadyExistsError, RayError, RayTaskError
 
 from eventray import ConfigError, StageFailed
 from eventray.spi import (
@@ -24,6 +24,7 @@ from eventray.spi import (
 )
 
 from ._connection import kill_actors
+from ._errors import is_ray_failure, ray_errors
 from ._stage_actor import (
     ActorReceiver,
     HeldReceiver,
@@ -40,6 +41,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("eventray")
 
 StageActorClass = ray.remote(StageActor)
+
+
+def failed(stage: str, doing: str, exc: BaseException, job: str) -> StageFailed:
+    """``exc`` as the ``StageFailed`` of ``stage``, with ``exc`` as its cause: a Ray failure
+    (an actor, object, node or the cluster lost) says so, user code's error is described."""
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException):
+        failure = StageFailed(stage, describe(exc.cause), job)
+    elif is_ray_failure(exc):
+        failure = StageFailed(stage, f"{doing}: Ray failed: {type(exc).__name__} "
+                                     f"(the actor, its node or the cluster died)", job)
+    else:
+        failure = StageFailed(stage, describe(exc), job)
+    failure.__cause__ = exc
+    return failure
 
 
 class RayJob(JobBackend):
@@ -84,9 +99,33 @@ class RayJob(JobBackend):
     async def start(self) -> RayJob:
         for topic in self.plan.topics_used():
             await self.transport.topic_actor(topic)
+        try:
+            await asyncio.to_thread(self._create_actors)
+            with ray_errors(f"starting job {self.plan.name!r}"):
+                await asyncio.gather(*(h.ready.remote() for h in self._actors.values()))
+                await asyncio.gather(*(h.open.remote() for h in self._actors.values()))
+            await self._start_driver_stages()
+        except BaseException as exc:
+            await self._kill_all()
+            await self._tasks.aclose()
+            if isinstance(exc, ActorAlreadyExistsError):
+                raise ConfigError(
+                    f"a job named {self.plan.name!r} is already running on this Ray cluster "
+                    f"(namespace {self.transport.options.namespace!r}); stop it or choose "
+                    f"another name", field="name") from exc
+            if isinstance(exc, RayTaskError) and isinstance(exc.cause, StageFailed):
+                raise exc.cause from exc
+            raise
+        self._runs = {name: handle.run.remote() for name, handle in self._actors.items()}
+        self._supervisor = self._tasks.spawn(self._supervise(), name="supervise")
+        return self
+
+    def _create_actors(self) -> None:
+        """Create the stage actors (Ray registers each name with the cluster before
+        returning, so this blocks: it runs in a worker thread). A name another job holds
+        raises ``ActorAlreadyExistsError``; what was created before stays in ``_actors``."""
         options = self.transport.options
-        actor_stages = [s for s in self.plan.stages if s.placement != "driver"]
-        for stage in actor_stages:
+        for stage in (s for s in self.plan.stages if s.placement != "driver"):
             for index in range(stage.parallelism):
                 spec = self._spec(stage, index)
                 self._actors[spec.actor_name] = StageActorClass.options(
@@ -94,20 +133,6 @@ class RayJob(JobBackend):
                     num_cpus=options.stage_num_cpus, max_concurrency=1000,
                     runtime_env=options.runtime_env,
                 ).remote(spec)
-        try:
-            await asyncio.gather(*(handle.ready.remote() for handle in self._actors.values()))
-            await asyncio.gather(*(handle.open.remote() for handle in self._actors.values()))
-            await self._start_driver_stages()
-        except BaseException as exc:
-            await self._kill_all()
-            await self._tasks.aclose()
-            if isinstance(exc, ValueError) and "already" in str(exc):
-                raise ConfigError(f"a job named {self.plan.name!r} is already running",
-                                  field="name") from exc
-            raise
-        self._runs = {name: handle.run.remote() for name, handle in self._actors.items()}
-        self._supervisor = self._tasks.spawn(self._supervise(), name="supervise")
-        return self
 
     async def _start_driver_stages(self) -> None:
         """Stages placed in the driver run here; each takes what its upstream actors hold
@@ -156,52 +181,48 @@ class RayJob(JobBackend):
     async def _watch_local_pull(self, stage: str, pulling: Coroutine[Any, Any, None]) -> None:
         try:
             await pulling
-        except RayActorError as exc:
-            self._fail(StageFailed(stage, f"a stage actor it reads from died ({exc})",
-                                   self.plan.name))
+        except Exception as exc:
+            await self._fail(failed(stage, "taking from the stage actors before it", exc,
+                                    self.plan.name))
 
     async def _watch_local(self, runner: StageRunner, inbox: PulledInbox | None) -> None:
         try:
             await runner.run(inbox)
-        except StageFailed as failed:
-            self._fail(failed)
-        except RayActorError as exc:
-            self._fail(StageFailed(runner.name, f"a stage actor it talks to died ({exc})",
-                                   self.plan.name))
+        except StageFailed as failure:
+            await self._fail(failure)
         except Exception as exc:
-            self._fail(StageFailed(runner.name, describe(exc), self.plan.name))
+            await self._fail(failed(runner.name, "running", exc, self.plan.name))
 
     async def _watch(self, name: str, ref: Any) -> None:
         try:
             self._metrics[name] = await ref
         except RayTaskError as exc:
-            cause = exc.cause
-            if isinstance(cause, StageFailed):
-                self._fail(cause)
+            if isinstance(exc.cause, StageFailed):
+                await self._fail(exc.cause)
             else:
-                self._fail(StageFailed(name, describe(cause if isinstance(cause, BaseException)
-                                                      else exc), self.plan.name))
-        except RayActorError as exc:
-            self._fail(StageFailed(name, f"the stage actor died ({type(exc).__name__})",
-                                   self.plan.name))
+                await self._fail(failed(name, "running", exc, self.plan.name))
+        except Exception as exc:  # the actor, its node or the cluster died
+            await self._fail(failed(name, "the stage actor", exc, self.plan.name))
 
-    def _fail(self, failure: StageFailed) -> None:
+    async def _fail(self, failure: StageFailed) -> None:
         if self._failure is None and not self._stopping:
             self._failure = failure
             log.error("job %s: %s", self.plan.name, failure)
-            self._abort()
+            await self._abort()
 
-    def _abort(self) -> None:
-        for handle in self._actors.values():
-            ray.kill(handle, no_restart=True)
+    async def _abort(self) -> None:
         for task in self._local_tasks:
             if task is not asyncio.current_task():
                 task.cancel()
+        await kill_actors(self._actors, self.transport.options.namespace)
 
     async def _supervise(self) -> None:
         poller = self._tasks.spawn(self._poll_metrics(), name="metrics")
-        await asyncio.gather(*(self._watch(name, ref) for name, ref in self._runs.items()),
-                             *self._local_tasks, return_exceptions=True)
+        watched = [self._watch(name, ref) for name, ref in self._runs.items()]
+        results = await asyncio.gather(*watched, *self._local_tasks, return_exceptions=True)
+        for result in results:  # the watchers report failures themselves; this is a backstop
+            if isinstance(result, Exception):
+                await self._fail(failed(self.plan.name, "supervising", result, self.plan.name))
         poller.cancel()
         for runner in self._local:
             self._metrics[runner.name] = runner.metrics.as_dict()
@@ -213,8 +234,8 @@ class RayJob(JobBackend):
             for name, ref in [(n, self._actors[n].metrics.remote()) for n in self._runs]:
                 try:
                     self._metrics[name] = await ref
-                except (RayActorError, RayTaskError):
-                    pass
+                except RayError as exc:  # the watcher of that actor reports its failure
+                    log.debug("job %s: no metrics from %s: %s", self.plan.name, name, exc)
 
     async def _kill_all(self) -> None:
         await kill_actors(self._actors, self.transport.options.namespace)
@@ -234,7 +255,7 @@ class RayJob(JobBackend):
                 runner.request_stop()
         else:
             self._stopping = True
-            self._abort()
+            await self._abort()
         if self._supervisor is not None:
             await asyncio.shield(self._supervisor)
         await self._tasks.aclose()

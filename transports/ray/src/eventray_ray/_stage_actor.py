@@ -10,6 +10,7 @@ actors cannot call into the driver, and a relay actor in between would cost a ho
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from abc import ABC, abstractmethod
@@ -35,9 +36,11 @@ from eventray.spi import (
     StageRunner,
 )
 
+from ._errors import ray_errors
 from ._sequencer import Sequencer
 from ._topic_actor import DEAD_LETTERS, dead_letter_batch, topic_actor_name
 from ._topics import PullStream
+from ._wire import ship
 
 
 class OrderedInbox:
@@ -153,21 +156,27 @@ class ActorStageContext(StageContext):
         self.namespace = namespace
         self._topics: dict[str, Any] = {}
 
-    def _topic(self, name: str) -> Any:
+    async def _topic(self, name: str) -> Any:
         if name not in self._topics:
-            self._topics[name] = ray.get_actor(topic_actor_name(name), namespace=self.namespace)
+            with ray_errors(f"finding topic {name!r}"):
+                self._topics[name] = await asyncio.to_thread(
+                    ray.get_actor, topic_actor_name(name), namespace=self.namespace)
         return self._topics[name]
 
     async def dead_letters(self, letters: list[DeadLetter]) -> None:
-        await self._topic(DEAD_LETTERS).publish.remote(dead_letter_batch(letters))
+        topic = await self._topic(DEAD_LETTERS)
+        with ray_errors("publishing dead letters"):
+            await topic.publish.remote(dead_letter_batch(letters))
 
     async def publish(self, topic: str, events: list[Event]) -> None:
-        await self._topic(topic).publish.remote(Batch.from_events(events))
+        handle = await self._topic(topic)
+        with ray_errors(f"publishing to topic {topic!r}"):
+            await handle.publish.remote(await ship(Batch.from_events(events)))
 
     async def subscribe(self, topic: str, *, group: str | None = None) -> EventStream:
         # instances of a group pull from one subscription of the topic actor
         key = f"group-{group}" if group is not None else f"stage-{uuid.uuid4().hex}"
-        return await PullStream(self._topic(topic), key, f"stream:{topic}").open()
+        return await PullStream(await self._topic(topic), key, f"stream:{topic}").open()
 
 
 @dataclass(frozen=True)
@@ -218,11 +227,12 @@ class StageActor:
                 self.held[(output, 0)] = BatchChannel(spec.credits)
                 receivers.append([HeldReceiver(self.held[(output, 0)])])
             else:
-                receivers.append([
-                    ActorReceiver(ray.get_actor(name, namespace=spec.namespace),
-                                  spec.actor_name, spec.credits)
-                    for name in names
-                ])
+                with ray_errors(f"{spec.actor_name}: finding the next stage's actors"):
+                    handles = [await asyncio.to_thread(ray.get_actor, name,
+                                                       namespace=spec.namespace)
+                               for name in names]
+                receivers.append([ActorReceiver(handle, spec.actor_name, spec.credits)
+                                  for handle in handles])
         self.runner = StageRunner(
             spec.stage, spec.index, job=spec.job, stage_name=spec.stage_name,
             expected_ends=spec.expected_ends, ctx=ActorStageContext(spec.namespace),

@@ -1,22 +1,25 @@
 """The topic actor: one named async Ray actor per topic, shared by every process on the cluster.
 
 Publishers call ``publish(batch)``, which returns once every subscription's bounded queue had
-room (backpressure crosses processes this way). Subscribers in a Python process pull batches
-(``pull``); Ray actor and task subscribers are called from here (``subscribe_remote``).
-``flush`` waits until every subscription has taken everything published before it. Events
-travel as column ``Batch``es, queues count batches.
+room (backpressure crosses processes this way): a slow subscriber slows its publishers, and is
+never dropped for being slow. A puller is removed only when its process dies: it keeps an
+``attend`` call open here and hands this actor the reference to that call's result, which the
+puller's process owns, so Ray fails it (``OwnerDiedError``) once that process is gone.
+Subscribers in a Python process pull batches (``pull``); Ray actor and task subscribers are
+called from here (``subscribe_remote``). ``flush`` waits until every subscription has taken
+everything published before it. Events travel as column ``Batch``es, queues count batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.exceptions import RayError
 
 from eventray import ClosedError, DeadLetter, Event
 from eventray.spi import Batch, BatchChannel, TaskOwner, now_ms
@@ -44,20 +47,19 @@ class _Subscription:
     name: str
     channel: BatchChannel[Wire]
     task: asyncio.Task[None] | None = None  # remote deliveries run here
-    last_pull: float = field(default_factory=time.monotonic)
     events_put: int = 0
+    left: asyncio.Event = field(default_factory=asyncio.Event)  # ends the puller's attend
 
 
 class TopicActor:
     """The remote half of a topic (run as a Ray actor)."""
 
-    def __init__(self, topic: str, namespace: str, creator: str, queue_batches: int,
-                 stale_after: float = 60.0) -> None:
+    def __init__(self, topic: str, namespace: str, creator: str, queue_batches: int) -> None:
         self.topic = topic
         self.namespace = namespace
         self._creator = creator
         self.queue_batches = queue_batches
-        self.stale_after = stale_after
+        self._dead_letter_topic: Any = None
         self.subscriptions: dict[str, _Subscription] = {}
         self.tasks = TaskOwner(f"topic-actor:{topic}")
         self.published = 0
@@ -73,37 +75,25 @@ class TopicActor:
             await self._order.wait_turn(sender, seq)
         try:
             self.published += len(batch)
-            for key, subscription in list(self.subscriptions.items()):
-                await self._offer(key, subscription, batch)
+            for subscription in list(self.subscriptions.values()):
+                await self._offer(subscription, batch)
         finally:
             if sender is not None:
                 self._order.done(sender, seq)
 
-    async def _offer(self, key: str, subscription: _Subscription, batch: Wire) -> None:
-        """Put ``batch`` in one queue, waiting for room; a puller that stopped pulling for
-        ``stale_after`` seconds while its queue is full is presumed gone and dropped."""
-        channel = subscription.channel
-        while True:
-            try:
-                if not channel.put_nowait([batch]):
-                    async with asyncio.timeout(self.stale_after):
-                        await channel.put([batch])
-                subscription.events_put += len(batch)
-                return
-            except ClosedError:
-                return
-            except TimeoutError:
-                idle = time.monotonic() - subscription.last_pull
-                if subscription.task is None and idle >= self.stale_after:
-                    log.warning("topic %r: subscriber %s has not pulled for %.0fs; dropped",
-                                self.topic, subscription.name, idle)
-                    self._drop(key)
-                    return
+    async def _offer(self, subscription: _Subscription, batch: Wire) -> None:
+        """Put ``batch`` in one queue, waiting for room for as long as its subscriber lives."""
+        try:
+            await subscription.channel.put([batch])
+        except ClosedError:
+            return  # unsubscribed, or its process died, while we waited
+        subscription.events_put += len(batch)
 
     def _drop(self, key: str) -> None:
         subscription = self.subscriptions.pop(key, None)
         if subscription is not None:
             subscription.channel.abandon()
+            subscription.left.set()
             if subscription.task is not None:
                 subscription.task.cancel()
 
@@ -112,15 +102,36 @@ class TopicActor:
         if key not in self.subscriptions:
             self.subscriptions[key] = _Subscription(name, BatchChannel(self.queue_batches))
 
+    async def attend(self, key: str) -> None:
+        """Stay open while ``key`` is subscribed: its puller's proof of life (see ``watch``)."""
+        subscription = self.subscriptions.get(key)
+        if subscription is not None:
+            await subscription.left.wait()
+
+    async def watch(self, key: str, attending: list[Any]) -> None:
+        """Remove ``key`` once its puller's process dies: ``attending`` holds the reference
+        to the puller's ``attend`` call, owned by that process."""
+        subscription = self.subscriptions.get(key)
+        if subscription is not None and not subscription.left.is_set():
+            self.tasks.spawn(self._watch(key, subscription, attending[0]), name=f"watch:{key}")
+
+    async def _watch(self, key: str, subscription: _Subscription, attending: Any) -> None:
+        try:
+            await attending
+        except RayError as exc:  # OwnerDiedError, mostly: nobody can reach that process
+            if self.subscriptions.get(key) is subscription:
+                log.warning("topic %r: subscriber %s is gone (its process died: %s); removed",
+                            self.topic, subscription.name, type(exc).__name__)
+                self._drop(key)
+
     async def pull(self, key: str, max_batches: int) -> list[Wire] | None:
         subscription = self.subscriptions.get(key)
         if subscription is None:
             return None
-        subscription.last_pull = time.monotonic()
         batches = await subscription.channel.get(max_batches)
-        subscription.last_pull = time.monotonic()
         if batches is None:
             self.subscriptions.pop(key, None)
+            subscription.left.set()
             return None
         subscription.channel.task_done(len(batches))
         return batches
@@ -155,11 +166,13 @@ class TopicActor:
         log.warning("%s failed on %d event(s), first: %s", stage, len(failures), failures[0][1])
         letters = [DeadLetter(batch.values[i], error, stage, batch.key_at(i), batch.ts_at(i))
                    for i, error in failures]
-        try:
-            handle = ray.get_actor(topic_actor_name(DEAD_LETTERS), namespace=self.namespace)
-        except ValueError:
-            return  # nobody ever used the dead-letter topic: nobody is listening
-        await handle.publish.remote(dead_letter_batch(letters))
+        if self._dead_letter_topic is None:
+            try:
+                self._dead_letter_topic = await asyncio.to_thread(
+                    ray.get_actor, topic_actor_name(DEAD_LETTERS), namespace=self.namespace)
+            except ValueError:
+                return  # nobody ever used the dead-letter topic: nobody is listening
+        await self._dead_letter_topic.publish.remote(dead_letter_batch(letters))
 
     async def unsubscribe(self, key: str, drain: bool) -> None:
         subscription = self.subscriptions.get(key)

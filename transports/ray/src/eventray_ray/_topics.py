@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ray.exceptions import RayActorError
+from ray.exceptions import RayError
 
-from eventray import DeadLetter, Event, SubscriptionSpec
+from eventray import DeadLetter, Event, SubscriptionSpec, TransportError
 from eventray.spi import Batch, BatchChannel, TaskOwner, concat, deliver_from
 
+from ._errors import ray_errors
 from ._subscribers import RemoteSubscriber
 from ._targets import error_text
 from ._topic_actor import DEAD_LETTERS, dead_letter_batch
@@ -28,7 +29,10 @@ PULL_BATCHES = 4  # batches taken per pull call
 class PullStream:
     """A pull subscription to a topic actor: ``get`` returns the next batch, None at the end.
 
-    Used by the driver for local subscribers and by stage actors reading a topic.
+    Used by the driver for local subscribers and by stage actors reading a topic. The end is
+    only ever a drained unsubscription: a topic actor that died is a ``TransportError``.
+    While subscribed, an ``attend`` call stays open on the topic actor, which tells it this
+    process is alive (see ``TopicActor.watch``).
     """
 
     def __init__(self, handle: Any, key: str, name: str) -> None:
@@ -36,28 +40,43 @@ class PullStream:
         self.key = key
         self.name = name
         self._pulling: Any = None  # a pull call whose result nobody has taken yet
+        self._rest: Batch | None = None  # pulled, beyond what the last caller asked for
+        self._attending: Any = None
 
     async def open(self) -> PullStream:
-        await self.handle.subscribe_pull.remote(self.key, self.name)
+        with ray_errors(f"subscribing {self.name}"):
+            await self.handle.subscribe_pull.remote(self.key, self.name)
+            self._attending = self.handle.attend.remote(self.key)
+            await self.handle.watch.remote(self.key, [self._attending])
         return self
 
     async def get_batch(self, max_items: int) -> Batch | None:
-        """The next batches pulled (a few at a time), as one batch; None at the end.
+        """Up to ``max_items`` events (what a pull brought beyond that is kept for the next
+        call), as one batch; None at the end.
 
         Safe to cancel: a pull the topic actor already answered is kept and returned by the
         next call, so cancelling a wait (a timeout, a drain) loses nothing.
         """
-        if self._pulling is None:
-            self._pulling = self.handle.pull.remote(self.key, PULL_BATCHES)
-        try:
-            items: list[Wire] | None = await self._pulling
-        except RayActorError:
-            self._pulling = None
-            return None  # the topic's actor is gone (its owner closed)
-        self._pulling = None
-        if not items:
-            return None
-        return concat([await land(item) for item in items])
+        batch = self._rest
+        self._rest = None
+        if batch is None:
+            if self._pulling is None:
+                self._pulling = self.handle.pull.remote(self.key, PULL_BATCHES)
+            with ray_errors(f"{self.name}: the topic's actor failed"):
+                try:
+                    items: list[Wire] | None = await self._pulling
+                except asyncio.CancelledError:
+                    raise  # the pull stays pending, for the next call
+                except BaseException:
+                    self._pulling = None
+                    raise
+                self._pulling = None
+                if not items:
+                    return None
+                batch = concat([await land(item) for item in items])
+        if len(batch) > max_items:
+            batch, self._rest = split(batch, max_items)
+        return batch
 
     async def get(self, max_items: int) -> list[Event] | None:
         batch = await self.get_batch(max_items)
@@ -76,8 +95,22 @@ class PullStream:
     async def _unsubscribe(self, *, drain: bool) -> None:
         try:
             await self.handle.unsubscribe.remote(self.key, drain)
-        except RayActorError:
-            pass
+            if not drain and self._attending is not None:
+                await self._attending  # ended by the unsubscription
+        except RayError as exc:  # the actor is gone: nothing is left to unsubscribe from
+            log.debug("%s: unsubscribing from a gone topic actor: %s", self.name, exc)
+
+
+def split(batch: Batch, size: int) -> tuple[Batch, Batch]:
+    """The first ``size`` events of ``batch``, and the rest."""
+    def cut(column: list[Any] | None, part: slice) -> list[Any] | None:
+        return None if column is None else column[part]
+
+    head, tail = slice(None, size), slice(size, None)
+    return (Batch(batch.values[head], cut(batch.keys, head), cut(batch.ts, head),
+                  cut(batch.headers, head)),
+            Batch(batch.values[tail], cut(batch.keys, tail), cut(batch.ts, tail),
+                  cut(batch.headers, tail)))
 
 
 @dataclass
@@ -92,9 +125,12 @@ class RayTopicBackend:
     """One topic on Ray, as seen from this process."""
 
     def __init__(self, name: str, actor: Callable[[str], Awaitable[Any]], instance: str,
-                 tasks: TaskOwner, queue_size: int, publish_window: int = 2) -> None:
-        """``queue_size`` bounds, in events, the local queue of each subscriber here."""
+                 tasks: TaskOwner, queue_size: int, publish_window: int = 2,
+                 check: Callable[[], None] = lambda: None) -> None:
+        """``queue_size`` bounds, in events, the local queue of each subscriber here;
+        ``check`` raises if the cluster is gone."""
         self.name = name
+        self._check = check
         self._get_actor = actor
         self._instance = instance
         self._tasks = tasks
@@ -106,9 +142,11 @@ class RayTopicBackend:
         self._seq = 0
         self._publish_window = publish_window
         self._in_flight: deque[tuple[list[Event], Any]] = deque()
+        self._failure: TransportError | None = None  # a local subscriber's pulling failed
 
     async def actor(self) -> Any:
         """The topic actor, created on first use (or found, if another process made it)."""
+        self._check()
         if self._handle is None:
             self._handle = await self._get_actor(self.name)
         return self._handle
@@ -122,7 +160,7 @@ class RayTopicBackend:
         handle = await self.actor()
         while len(self._in_flight) >= self._publish_window:
             await self._settle_oldest()
-        wire = ship(Batch.from_events(batch))
+        wire = await ship(Batch.from_events(batch))
         self._in_flight.append((batch, handle.publish.remote(wire, self._sender, self._seq)))
         self._seq += 1
 
@@ -175,10 +213,14 @@ class RayTopicBackend:
         try:
             while (items := await stream.get(max_batch)) is not None:
                 await channel.put(items)
+        except TransportError as exc:
+            self._failure = self._failure or exc
+            raise  # logged by the task owner; flush() raises it
         finally:
             channel.close()
 
     async def unsubscribe(self, spec: SubscriptionSpec, *, drain: bool) -> None:
+        self._check()
         await self._settle_all()
         key = self._remote.pop(spec.id, None)
         if key is not None:
@@ -200,13 +242,20 @@ class RayTopicBackend:
     async def flush(self) -> None:
         handle = await self.actor()
         await self._settle_all()
-        targets: dict[str, int] = await handle.flush.remote()
+        if self._failure is not None:
+            raise self._failure
+        with ray_errors(f"flushing topic {self.name!r}"):
+            targets: dict[str, int] = await handle.flush.remote()
         for local in list(self._local.values()):
             target = targets.get(local.stream.key)
             if target is not None:
                 await local.channel.join(target)
 
     async def close(self) -> None:
+        try:
+            self._check()
+        except TransportError:  # the cluster is gone: there is nothing left to tell it
+            self._handle = None
         try:
             async with asyncio.timeout(5):
                 await self._settle_all()
@@ -227,5 +276,8 @@ class RayTopicBackend:
                 async with asyncio.timeout(5):
                     for key in keys:
                         await self._handle.unsubscribe.remote(key, False)
-            except (RayActorError, TimeoutError):
-                pass  # the actor is gone or busy; it drops stale pullers by itself
+            except (RayError, TimeoutError) as exc:
+                # the actor is gone, or busy: it drops the pullers of this process once the
+                # process exits
+                log.warning("topic %r: unsubscribing at close failed: %s", self.name,
+                            error_text(exc))

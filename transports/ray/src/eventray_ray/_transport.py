@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from typing import Any
 
@@ -11,7 +12,9 @@ import ray
 from eventray import Processor, Subscriber
 from eventray.spi import JobBackend, JobPlan, StageContext, TaskOwner
 
-from ._connection import RayOptions, connect, kill_actors, parse_url
+from ._cluster import ClusterWatch, gcs_address
+from ._connection import STARTED, RayOptions, connect_within, kill_actors, parse_url
+from ._errors import ray_errors
 from ._jobs import RayJob
 from ._subscribers import processor_for, subscriber_for
 from ._topic_actor import TopicActor, topic_actor_name
@@ -26,7 +29,8 @@ class RayTransport:
     ``er.connect("ray")`` joins the Ray this process already runs, the one ``RAY_ADDRESS`` or
     a running local cluster names, or starts a local one (then shut down on close);
     ``er.connect("ray://host:10001")`` connects as a Ray client. Actors this bus created are
-    killed when it closes; a Ray it joined is left running.
+    killed when it closes; a Ray it joined is left running. ``connect_timeout`` bounds the
+    wait for Ray; losing a joined cluster makes every later operation a ``TransportError``.
     """
 
     name = "ray"
@@ -45,11 +49,13 @@ class RayTransport:
         queue_batches: int = 4,
         credits: int = 4,
         event_window: int = 64,
+        connect_timeout: float = 30.0,
     ) -> None:
         self.options = RayOptions(
             address=parse_url(url), namespace=namespace, num_cpus=num_cpus,
             stage_num_cpus=stage_num_cpus, runtime_env=runtime_env, queue_size=queue_size,
             queue_batches=queue_batches, credits=credits, event_window=event_window,
+            connect_timeout=connect_timeout,
         )
         self.instance = uuid.uuid4().hex
         self.attached = False  # this bus called ray.init, so it calls ray.shutdown
@@ -57,18 +63,37 @@ class RayTransport:
         self._owned: dict[str, Any] = {}  # topic actors this process created
         self._tasks = TaskOwner("ray")
         self._lock = asyncio.Lock()
+        self._watch: ClusterWatch | None = None
+        self._release: threading.Event | None = None
 
     async def open(self) -> None:
-        self.attached = await asyncio.to_thread(connect, self.options)
+        how, self._release = await connect_within(self.options)
+        self.attached = how is not None
+        if how != STARTED:  # a Ray this bus did not start may go away under it
+            address = await asyncio.to_thread(gcs_address)
+            if address is not None:
+                self._watch = ClusterWatch(address, detach=self.attached)
+                self._tasks.spawn(self._watch.run(), name="cluster-watch")
+
+    def check(self) -> None:
+        """Raise a ``TransportError`` if the Ray cluster is gone."""
+        if self._watch is not None:
+            self._watch.check()
 
     async def close(self) -> None:
         await self._tasks.aclose()
-        await kill_actors(self._owned, self.options.namespace)
+        lost = self._watch is not None and self._watch.lost is not None
+        if not lost:
+            await kill_actors(self._owned, self.options.namespace)
         self._owned.clear()
         self._handles.clear()
         if self.attached:
             self.attached = False
-            await asyncio.to_thread(ray.shutdown)
+            if not lost:  # the watch detached already
+                await asyncio.to_thread(ray.shutdown)
+        if self._release is not None:
+            self._release.set()  # the thread that attached Ray may end now
+            self._release = None
 
     async def topic_actor(self, topic: str) -> Any:
         """The actor of ``topic``: found if some process created it, else created here.
@@ -76,22 +101,28 @@ class RayTransport:
         One handle per name is kept for the life of the bus: a non-detached actor lives as
         long as the handle that created it, so that handle must never be dropped early.
         """
+        self.check()
         name = topic_actor_name(topic)
         async with self._lock:
             if name not in self._handles:
-                handle: Any = TopicActorClass.options(
-                    name=name, namespace=self.options.namespace, get_if_exists=True,
-                    num_cpus=0, max_concurrency=1000, runtime_env=self.options.runtime_env,
-                ).remote(topic, self.options.namespace, self.instance,
-                         self.options.queue_batches)
-                if await handle.creator.remote() == self.instance:
-                    self._owned[name] = handle
+                with ray_errors(f"creating the actor of topic {topic!r}"):
+                    handle: Any = await asyncio.to_thread(self._topic_actor, name, topic)
+                    if await handle.creator.remote() == self.instance:
+                        self._owned[name] = handle
                 self._handles[name] = handle
             return self._handles[name]
 
+    def _topic_actor(self, name: str, topic: str) -> Any:
+        """Create (or find) a topic actor: with ``get_if_exists`` Ray asks the cluster
+        first, which blocks, so this runs in a worker thread."""
+        return TopicActorClass.options(
+            name=name, namespace=self.options.namespace, get_if_exists=True,
+            num_cpus=0, max_concurrency=1000, runtime_env=self.options.runtime_env,
+        ).remote(topic, self.options.namespace, self.instance, self.options.queue_batches)
+
     def topic_backend(self, name: str) -> RayTopicBackend:
         return RayTopicBackend(name, self.topic_actor, self.instance, self._tasks,
-                               self.options.queue_size)
+                               self.options.queue_size, check=self.check)
 
     def adapt_subscriber(self, target: object) -> Subscriber | None:
         return subscriber_for(target, self.options.event_window)
@@ -100,4 +131,5 @@ class RayTransport:
         return processor_for(target, self.options.event_window)
 
     async def run_job(self, plan: JobPlan, ctx: StageContext) -> JobBackend:
+        self.check()
         return await RayJob(plan, ctx, self).start()

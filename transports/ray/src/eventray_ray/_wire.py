@@ -7,6 +7,7 @@ Ray) and nothing in between copies or even reads the values.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ray
@@ -39,11 +40,13 @@ class Stored:
 Wire = Batch | Stored
 
 
-def ship(batch: Batch) -> Wire:
-    """``batch`` ready to send: inline if small, its values in the object store if not."""
+async def ship(batch: Batch) -> Wire:
+    """``batch`` ready to send: inline if small, its values in the object store if not
+    (``ray.put`` blocks while it copies, so it runs in a worker thread)."""
     if len(batch) < STORE_FROM:
         return batch
-    return Stored(ray.put(batch.values), len(batch), batch.keys, batch.ts, batch.headers)
+    ref = await asyncio.to_thread(ray.put, batch.values)
+    return Stored(ref, len(batch), batch.keys, batch.ts, batch.headers)
 
 
 async def land(item: Wire) -> Batch:
