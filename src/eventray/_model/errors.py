@@ -111,7 +111,11 @@ class TransportError(EventrayError):
 
     def __init__(self, message: str, *, transport: str):
         super().__init__(f"{transport} transport: {message}")
+        self.message = message
         self.transport = transport
+
+    def __reduce__(self) -> tuple[object, ...]:  # crosses processes intact
+        return (_transport_error, (type(self), self.message, self.transport))
 
 
 class StageFailed(EventrayError):
@@ -134,3 +138,9 @@ class Rejected(Exception):
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
+
+
+def _transport_error(cls: type[TransportError], message: str,
+                     transport: str) -> TransportError:
+    return cls(message, transport=transport)
+

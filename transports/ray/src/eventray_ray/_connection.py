@@ -242,7 +242,7 @@ async def kill_actors(actors: dict[str, Any], namespace: str) -> None:
     """Kill the named actors and wait (up to ``FREE_NAMES_WITHIN``) until their names are
     free, so whatever comes next can create actors of the same names. Ray's blocking calls
     run in a worker thread."""
-    if not actors:
+    if not actors or not ray.is_initialized():  # Ray's calls would start a new Ray
         return
     await asyncio.to_thread(_kill_each, list(actors.values()))
     try:
@@ -270,7 +270,9 @@ class _NoAuthNotice(logging.Filter):
 
 
 def start_local(num_cpus: int | None, init_options: dict[str, Any]) -> None:
-    """Start a local Ray whose every process binds to 127.0.0.1 (see ``local_only``)."""
+    """Start a local Ray whose every process binds to 127.0.0.1 (see ``local_only``), and
+    name it as the machine's running local Ray, as ``ray start`` does, so that other
+    programs' ``er.connect()`` (and ``ray.init()``) join it."""
     log.info("starting a local Ray (num_cpus=%s)", num_cpus)
     notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
     quiet = _NoAuthNotice()
@@ -279,3 +281,20 @@ def start_local(num_cpus: int | None, init_options: dict[str, Any]) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **init_options)
     finally:
         notices.removeFilter(quiet)
+    from ray._private.utils import write_ray_address
+
+    write_ray_address(ray.get_runtime_context().gcs_address)
+
+
+def forget_local() -> None:
+    """Before stopping a Ray that ``start_local`` started: stop naming it as the machine's
+    running local Ray (unless another has been named since)."""
+    from ray._common.utils import get_ray_address_file
+
+    path = get_ray_address_file(None)
+    try:
+        with open(path) as named:
+            if named.read().strip() == ray.get_runtime_context().gcs_address:
+                os.remove(path)
+    except OSError as exc:
+        log.debug("could not forget the local Ray's address in %s: %s", path, exc)

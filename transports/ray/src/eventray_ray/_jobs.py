@@ -229,7 +229,7 @@ class RayJob(JobBackend):
         await self._kill_all()
 
     async def _poll_metrics(self) -> None:
-        while True:
+        while not self.transport.lost:
             await asyncio.sleep(1.0)
             for name, ref in [(n, self._actors[n].metrics.remote()) for n in self._runs]:
                 try:
@@ -248,6 +248,10 @@ class RayJob(JobBackend):
             raise self._failure
 
     async def stop(self, *, drain: bool) -> None:
+        if self.transport.lost:  # nothing is left to drain or to stop but this side
+            self._stopping = True
+            await self._tasks.aclose()
+            return
         if drain:
             for name in self._runs:
                 self._actors[name].request_stop.remote()

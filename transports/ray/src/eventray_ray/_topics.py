@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from ray.exceptions import RayError
 
 from eventray import DeadLetter, Event, SubscriptionSpec, TransportError
@@ -93,6 +94,8 @@ class PullStream:
         await self._unsubscribe(drain=False)
 
     async def _unsubscribe(self, *, drain: bool) -> None:
+        if not ray.is_initialized():  # detached (the cluster is gone): a call would start Ray
+            return
         try:
             await self.handle.unsubscribe.remote(self.key, drain)
             if not drain and self._attending is not None:

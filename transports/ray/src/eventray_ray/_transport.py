@@ -13,7 +13,14 @@ from eventray import Processor, Subscriber
 from eventray.spi import JobBackend, JobPlan, StageContext, TaskOwner
 
 from ._cluster import ClusterWatch, gcs_address
-from ._connection import STARTED, RayOptions, connect_within, kill_actors, parse_url
+from ._connection import (
+    STARTED,
+    RayOptions,
+    connect_within,
+    forget_local,
+    kill_actors,
+    parse_url,
+)
 from ._errors import ray_errors
 from ._jobs import RayJob
 from ._subscribers import processor_for, subscriber_for
@@ -65,10 +72,12 @@ class RayTransport:
         self._lock = asyncio.Lock()
         self._watch: ClusterWatch | None = None
         self._release: threading.Event | None = None
+        self._started = False  # this bus started the local Ray
 
     async def open(self) -> None:
         how, self._release = await connect_within(self.options)
         self.attached = how is not None
+        self._started = how == STARTED
         if how != STARTED:  # a Ray this bus did not start may go away under it
             address = await asyncio.to_thread(gcs_address)
             if address is not None:
@@ -80,15 +89,23 @@ class RayTransport:
         if self._watch is not None:
             self._watch.check()
 
+    @property
+    def lost(self) -> bool:
+        """The Ray cluster is gone: nothing may call Ray any more (a call would start a new
+        local Ray, as Ray does for any call without one)."""
+        return self._watch is not None and self._watch.lost is not None
+
     async def close(self) -> None:
         await self._tasks.aclose()
-        lost = self._watch is not None and self._watch.lost is not None
+        lost = self.lost
         if not lost:
             await kill_actors(self._owned, self.options.namespace)
         self._owned.clear()
         self._handles.clear()
         if self.attached:
             self.attached = False
+            if self._started:
+                await asyncio.to_thread(forget_local)
             if not lost:  # the watch detached already
                 await asyncio.to_thread(ray.shutdown)
         if self._release is not None:
