@@ -169,3 +169,16 @@ async def test_a_subscriber_whose_process_died_is_removed(bus: er.Bus) -> None:
             child.stdout.close()
     handle = await bus.transport.topic_actor("stuck")  # type: ignore[attr-defined]
     assert (await handle.stats.remote())["subscriptions"] == {}
+
+
+async def test_a_second_job_of_a_running_jobs_name_is_a_clear_error(bus: er.Bus) -> None:
+    topic = bus.topic("twice")
+    got: list[int] = []
+    first = await bus.from_topic(topic).key_by(str).reduce(max).sink(got.append).run("twice")
+    async with er.connect("ray", namespace=namespace_of(bus)) as other:  # another program
+        with pytest.raises(er.ConfigError, match="'twice' is already running"):
+            await other.from_topic(other.topic("twice")).key_by(str).reduce(max).run("twice")
+    await topic.publish(1)
+    await topic.flush()
+    await first.stop(drain=True)
+    assert got == [1], "the running job was left alone"

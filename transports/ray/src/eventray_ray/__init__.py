@@ -11,7 +11,7 @@ import os
 # eventray starts binds to 127.0.0.1 (see _connection.start_local for when Ray came first).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from ._connection import RayOptions
+from ._options import RayOptions
 from ._transport import RayTransport
 
 __all__ = ["RayOptions", "RayTransport"]

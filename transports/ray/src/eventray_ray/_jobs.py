@@ -36,7 +36,7 @@ from ._stage_actor import (
 )
 
 if TYPE_CHECKING:
-    from ._transport import RayTransport
+    from ._session import RaySession
 
 log = logging.getLogger("eventray")
 
@@ -62,7 +62,7 @@ class RayJob(JobBackend):
     driver (sinks that call back into it, in-memory sources) run here as tasks, taking their
     input from the actors before them."""
 
-    def __init__(self, plan: JobPlan, ctx: StageContext, transport: RayTransport) -> None:
+    def __init__(self, plan: JobPlan, ctx: StageContext, transport: RaySession) -> None:
         self.plan = plan
         self.ctx = ctx
         self.transport = transport

@@ -1,40 +1,31 @@
-"""``RayTransport``: topics as named actors, stream stages as named actors, on Ray."""
+"""``RayTransport``: topics as named actors, stream stages as named actors, on Ray.
+
+Importing Ray takes a few hundred milliseconds, so ``er.connect`` (often called inside a
+running event loop) must not: Ray is imported, in a worker thread, when the bus opens.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import uuid
-from typing import Any
+import importlib
+import sys
+from typing import TYPE_CHECKING, Any
 
-import ray
+from eventray import ClosedError, Event, Processor, Subscriber, SubscriptionSpec
+from eventray.spi import JobBackend, JobPlan, StageContext, TopicBackend
 
-from eventray import Processor, Subscriber
-from eventray.spi import JobBackend, JobPlan, StageContext, TaskOwner
+from ._options import RayOptions, parse_url
 
-from ._cluster import ClusterWatch, gcs_address
-from ._connection import (
-    STARTED,
-    RayOptions,
-    connect_within,
-    forget_local,
-    kill_actors,
-    parse_url,
-)
-from ._errors import ray_errors
-from ._jobs import RayJob
-from ._subscribers import processor_for, subscriber_for
-from ._topic_actor import TopicActor, topic_actor_name
-from ._topics import RayTopicBackend
-
-TopicActorClass = ray.remote(TopicActor)
+if TYPE_CHECKING:
+    from ._session import RaySession
 
 
 class RayTransport:
     """Topics and stream stages as async actors in the Ray namespace ``namespace``.
 
-    ``er.connect("ray")`` joins the Ray this process already runs, the one ``RAY_ADDRESS`` or
-    a running local cluster names, or starts a local one (then shut down on close);
+    ``er.connect("ray")`` joins the Ray this process already runs, the one ``RAY_ADDRESS``
+    names, or the machine's running local Ray, or starts a local one (then shut down on
+    close, and joined meanwhile by other programs' ``er.connect()``);
     ``er.connect("ray://host:10001")`` connects as a Ray client. Actors this bus created are
     killed when it closes; a Ray it joined is left running. ``connect_timeout`` bounds the
     wait for Ray; losing a joined cluster makes every later operation a ``TransportError``.
@@ -64,89 +55,79 @@ class RayTransport:
             queue_batches=queue_batches, credits=credits, event_window=event_window,
             connect_timeout=connect_timeout,
         )
-        self.instance = uuid.uuid4().hex
-        self.attached = False  # this bus called ray.init, so it calls ray.shutdown
-        self._handles: dict[str, Any] = {}  # topic actor handles, one per name
-        self._owned: dict[str, Any] = {}  # topic actors this process created
-        self._tasks = TaskOwner("ray")
-        self._lock = asyncio.Lock()
-        self._watch: ClusterWatch | None = None
-        self._release: threading.Event | None = None
-        self._started = False  # this bus started the local Ray
-
-    async def open(self) -> None:
-        how, self._release = await connect_within(self.options)
-        self.attached = how is not None
-        self._started = how == STARTED
-        if how != STARTED:  # a Ray this bus did not start may go away under it
-            address = await asyncio.to_thread(gcs_address)
-            if address is not None:
-                self._watch = ClusterWatch(address, detach=self.attached)
-                self._tasks.spawn(self._watch.run(), name="cluster-watch")
-
-    def check(self) -> None:
-        """Raise a ``TransportError`` if the Ray cluster is gone."""
-        if self._watch is not None:
-            self._watch.check()
+        self._session: RaySession | None = None
 
     @property
-    def lost(self) -> bool:
-        """The Ray cluster is gone: nothing may call Ray any more (a call would start a new
-        local Ray, as Ray does for any call without one)."""
-        return self._watch is not None and self._watch.lost is not None
+    def session(self) -> RaySession:
+        if self._session is None:
+            raise ClosedError("the Ray transport is not open")
+        return self._session
+
+    @property
+    def attached(self) -> bool:
+        """This bus attached the process to Ray (so it detaches it on close)."""
+        return self._session is not None and self._session.attached
+
+    async def open(self) -> None:
+        module = await asyncio.to_thread(importlib.import_module, "eventray_ray._session")
+        session: RaySession = module.RaySession(self.options)
+        await session.open()
+        self._session = session
 
     async def close(self) -> None:
-        await self._tasks.aclose()
-        lost = self.lost
-        if not lost:
-            await kill_actors(self._owned, self.options.namespace)
-        self._owned.clear()
-        self._handles.clear()
-        if self.attached:
-            self.attached = False
-            if self._started:
-                await asyncio.to_thread(forget_local)
-            if not lost:  # the watch detached already
-                await asyncio.to_thread(ray.shutdown)
-        if self._release is not None:
-            self._release.set()  # the thread that attached Ray may end now
-            self._release = None
+        if self._session is not None:
+            await self._session.close()
 
     async def topic_actor(self, topic: str) -> Any:
-        """The actor of ``topic``: found if some process created it, else created here.
+        return await self.session.topic_actor(topic)
 
-        One handle per name is kept for the life of the bus: a non-detached actor lives as
-        long as the handle that created it, so that handle must never be dropped early.
-        """
-        self.check()
-        name = topic_actor_name(topic)
-        async with self._lock:
-            if name not in self._handles:
-                with ray_errors(f"creating the actor of topic {topic!r}"):
-                    handle: Any = await asyncio.to_thread(self._topic_actor, name, topic)
-                    if await handle.creator.remote() == self.instance:
-                        self._owned[name] = handle
-                self._handles[name] = handle
-            return self._handles[name]
-
-    def _topic_actor(self, name: str, topic: str) -> Any:
-        """Create (or find) a topic actor: with ``get_if_exists`` Ray asks the cluster
-        first, which blocks, so this runs in a worker thread."""
-        return TopicActorClass.options(
-            name=name, namespace=self.options.namespace, get_if_exists=True,
-            num_cpus=0, max_concurrency=1000, runtime_env=self.options.runtime_env,
-        ).remote(topic, self.options.namespace, self.instance, self.options.queue_batches)
-
-    def topic_backend(self, name: str) -> RayTopicBackend:
-        return RayTopicBackend(name, self.topic_actor, self.instance, self._tasks,
-                               self.options.queue_size, check=self.check)
+    def topic_backend(self, name: str) -> TopicBackend:
+        return _OnOpen(self, name)
 
     def adapt_subscriber(self, target: object) -> Subscriber | None:
+        if "ray" not in sys.modules:  # then target cannot be a Ray actor or task
+            return None
+        from ._subscribers import subscriber_for
+
         return subscriber_for(target, self.options.event_window)
 
     def adapt_operator(self, target: object) -> Processor | None:
+        if "ray" not in sys.modules:
+            return None
+        from ._subscribers import processor_for
+
         return processor_for(target, self.options.event_window)
 
     async def run_job(self, plan: JobPlan, ctx: StageContext) -> JobBackend:
-        self.check()
-        return await RayJob(plan, ctx, self).start()
+        return await self.session.run_job(plan, ctx)
+
+
+class _OnOpen(TopicBackend):
+    """A topic of a bus that may not be open yet: the session's topic, from first use on."""
+
+    def __init__(self, transport: RayTransport, name: str) -> None:
+        self.name = name
+        self._transport = transport
+        self._backend: TopicBackend | None = None
+
+    def _topic(self) -> TopicBackend:
+        if self._backend is None:
+            self._backend = self._transport.session.topic_backend(self.name)
+        return self._backend
+
+    async def publish(self, batch: list[Event]) -> None:
+        await self._topic().publish(batch)
+
+    async def subscribe(self, spec: SubscriptionSpec) -> None:
+        await self._topic().subscribe(spec)
+
+    async def unsubscribe(self, spec: SubscriptionSpec, *, drain: bool) -> None:
+        await self._topic().unsubscribe(spec, drain=drain)
+
+    async def flush(self) -> None:
+        await self._topic().flush()
+
+    async def close(self) -> None:
+        if self._backend is not None:
+            await self._backend.close()
+
