@@ -17,6 +17,7 @@ def ray_session() -> Iterator[None]:
     """One local Ray for the whole test session, on 127.0.0.1, stopped at the end."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 logging_level=logging.WARNING)
     yield
     ray.shutdown()

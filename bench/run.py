@@ -50,7 +50,8 @@ def start_ray() -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             logging_level=logging.WARNING)
 
 
 def run(name: str, options: Options, repeat: int) -> list[Row]:

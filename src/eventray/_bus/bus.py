@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from eventray._connectors.registry import registry
-from eventray._model.callables import describe_target, is_async_callable
+from eventray._model.callables import describe_target
 from eventray._model.errors import ClosedError, ConfigError, StageFailed
 from eventray._model.event import DeadLetter, Event, describe, now_ms
-from eventray._model.protocols import Operator, Sink, Source
+from eventray._model.protocols import Operator, Source
 from eventray._runtime.plan import DEAD_LETTERS, JobPlan, Node, compile_stages
 from eventray._runtime.readers import (
     CollectionReader,
@@ -26,17 +26,14 @@ from eventray._runtime.tasks import TaskOwner
 from eventray._streams.job import Job
 from eventray._streams.stream import Stream
 from eventray._topics.adapters import (
-    AsyncCallableSubscriber,
-    CallableSubscriber,
     ProcessorSubscriber,
-    SinkSubscriber,
     TopicSubscriber,
-    processor_for,
 )
 from eventray._topics.protocols import Transport
-from eventray._topics.subscriber import Failures, Processor, Subscriber
+from eventray._topics.subscriber import Failures, Subscriber
 from eventray._topics.topic import Topic
 
+from .adapting import callable_subscriber, known_subscriber, operator_for
 from .context import BusStageContext
 from .feeds import Feed
 
@@ -133,7 +130,7 @@ class Bus:
         built_source = self._new_attachment(name, "source", source)
         built_sink = self._new_attachment(name, "sink", sink)
         if topic is None:
-            processor = self._adapt_operator(operator) if operator is not None else None
+            processor = operator_for(self.transport, operator) if operator is not None else None
             topic = self._new_topic(name)
             if processor is not None:
                 entry = self._new_topic(f"{name}>in")
@@ -187,51 +184,14 @@ class Bus:
     def _adapt_subscriber(
         self, target: object, topic: Topic[Any], *, events: bool
     ) -> tuple[Subscriber, object]:
-        if isinstance(target, Subscriber):
-            return target, target
-        if isinstance(target, Topic):
-            return TopicSubscriber(target), target
-        adapted = self.transport.adapt_subscriber(target)
-        if adapted is not None:
-            return adapted, target
-        if isinstance(target, Mapping):
-            sink: Any = registry.build(target, role="sink")
-            return SinkSubscriber(sink), sink
-        if isinstance(target, Sink):
-            return SinkSubscriber(target), target
+        known = known_subscriber(self.transport, target)
+        if known is not None:
+            return known
         if isinstance(target, Operator):
             operator_topic = self.topic(self._fresh_name(f"{topic.name}>{type(target).__name__}"),
                                         operator=target)
             return TopicSubscriber(operator_topic), operator_topic
-        if callable(target) and not _from_ray(target):
-            if is_async_callable(target):
-                return AsyncCallableSubscriber(target, events=events), target
-            return CallableSubscriber(target, events=events), target
-        raise ConfigError(
-            f"cannot subscribe {_a(type(target).__name__)}: expected a callable, a topic, "
-            "a sink or sink config, an operator, or a kind the transport accepts"
-            + self._ray_hint(target),
-            field="subscriber",
-        )
-
-    def _adapt_operator(self, target: object) -> Processor:
-        adapted = self.transport.adapt_operator(target)
-        if adapted is None and not _from_ray(target):
-            adapted = processor_for(target)
-        if adapted is None:
-            raise ConfigError(
-                f"cannot use {_a(type(target).__name__)} as an operator: expected a callable, "
-                "an async callable, an Operator, or a kind the transport accepts"
-                + self._ray_hint(target),
-                field="operator",
-            )
-        return adapted
-
-    def _ray_hint(self, target: object) -> str:
-        if not _from_ray(target):
-            return ""
-        return (f"; Ray actors and tasks need the Ray transport (er.connect() or "
-                f"er.connect(\"ray\")), and this bus uses {self.transport.name!r}")
+        return callable_subscriber(self.transport, target, events=events), target
 
     def _fresh_name(self, base: str) -> str:
         name, n = base, 1
@@ -418,13 +378,3 @@ class Bus:
 
     async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
         await self.close(drain=exc_type is None)
-
-
-def _from_ray(target: object) -> bool:
-    """Whether ``target`` is a Ray object (an actor handle, a remote function or class)."""
-    return any(cls.__module__.partition(".")[0] == "ray" for cls in type(target).__mro__)
-
-
-def _a(noun: str) -> str:
-    """``noun`` with its indefinite article: "an ActorHandle", "a dict"."""
-    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

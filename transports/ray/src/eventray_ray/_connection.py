@@ -237,7 +237,8 @@ def start_local(num_cpus: int | None, init_options: dict[str, Any]) -> None:
     quiet = _NoAuthNotice()
     notices.addFilter(quiet)
     try:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **init_options)
+        # "local": a new Ray even if the machine names another (join decisions came before)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **init_options)
     finally:
         notices.removeFilter(quiet)
     from ray._private.utils import write_ray_address
