@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from eventray._connectors.registry import registry
 from eventray._model.callables import describe_target
-from eventray._model.errors import ClosedError, ConfigError, StageFailed
+from eventray._model.errors import ClosedError, ConfigError, StageFailed, TransportError
 from eventray._model.event import DeadLetter, Event, describe, now_ms
 from eventray._model.protocols import Operator, Source
 from eventray._runtime.plan import DEAD_LETTERS, JobPlan, Node, compile_stages
@@ -357,6 +357,8 @@ class Bus:
                     await job.stop(drain=False)
             except StageFailed:
                 pass  # the job logged it when it failed; wait() and stop() raise it
+            except TransportError as exc:
+                log.warning("bus close: job %r could not be stopped: %s", job.name, exc)
 
     async def _drain(self, topics: list[Topic[Any]]) -> None:
         if not self._opened:

@@ -57,6 +57,12 @@ PROGRAM = textwrap.dedent("""
             print("no error", flush=True)
         except er.TransportError as exc:
             print(f"lost after {time.monotonic() - started:.1f}s: {exc}", flush=True)
+        for name, call in (("wait", job.wait), ("stop", job.stop)):
+            try:
+                await asyncio.wait_for(call(), 10)
+                print(name, "ended cleanly", flush=True)
+            except er.EventrayError as exc:  # the job's stages died with the cluster
+                print(name, "raised", type(exc).__name__, flush=True)
         await asyncio.wait_for(bus.close(drain=False), 30)
         print("closed", flush=True)
 
@@ -133,6 +139,8 @@ def test_two_programs_share_one_local_ray(machine_tmp: Path) -> None:
         assert "TransportError" in lost or "ray transport" in lost
         seconds = float(lost.split()[2].rstrip("s:"))
         assert seconds < 30, "an error, not a hang"
+        assert read_line(second) in ("wait raised StageFailed", "wait raised TransportError")
+        assert read_line(second) in ("stop raised StageFailed", "stop raised TransportError")
         assert read_line(second) == "closed"
         second_err = stop(second)
         assert second.returncode == 0, second_err[-3000:]
@@ -175,3 +183,40 @@ def test_connect_gives_up_after_connect_timeout(machine_tmp: Path) -> None:
             listening.communicate(timeout=30)
     assert out.strip() == "True True", err[-3000:]
     assert time.monotonic() - started < 45
+
+
+BUSES = textwrap.dedent("""
+    import asyncio, sys
+    import ray
+    import eventray as er
+
+    async def main():
+        a, b = er.connect(namespace="bus-a"), er.connect(namespace="bus-b")
+        got = []
+        a.topic("x") >> got.append
+        b.topic("y") >> got.append
+        # both open at once: one attaches this process to Ray, the other waits and shares it
+        await asyncio.gather(a.topic("x").publish("a"), b.topic("y").publish("b"))
+        await asyncio.gather(a.topic("x").flush(), b.topic("y").flush())
+        await a.close()  # b still uses the Ray that a (or b) started
+        await b.topic("y").publish("b again")
+        await b.topic("y").flush()
+        print(sorted(got), ray.is_initialized(), flush=True)
+        await b.close()  # the last bus: it stops the Ray eventray started
+        print(ray.is_initialized(), flush=True)
+
+    asyncio.run(main())
+""")
+
+
+def test_buses_of_one_program_share_its_ray_until_the_last_closes(machine_tmp: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-c", BUSES], env=plain_env(machine_tmp),
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+    assert process.returncode == 0, err[-3000:]
+    assert out.splitlines() == ["['a', 'b', 'b again'] True", "False"], err[-3000:]

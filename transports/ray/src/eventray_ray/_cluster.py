@@ -52,6 +52,7 @@ class ClusterWatch:
         self._host, self._port = host, int(port)
         self._detach = detach
         self.lost: TransportError | None = None
+        self.gone = asyncio.Event()  # set with ``lost``
 
     def check(self) -> None:
         """Raise ``lost``, if the cluster is gone."""
@@ -70,5 +71,6 @@ class ClusterWatch:
             f"lost the Ray cluster at {self.address} (its head node stopped, perhaps with "
             f"the program that started it); reconnect once a cluster runs", transport="ray")
         log.error("%s", self.lost)
+        self.gone.set()
         if self._detach:
             await asyncio.to_thread(ray.shutdown)

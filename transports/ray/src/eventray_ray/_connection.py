@@ -23,6 +23,35 @@ LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 STARTED, JOINED = "started", "joined"
 
 
+class _Attachment:
+    """eventray's hold on Ray in this process, shared by every bus in it: one connect at a
+    time, and Ray is detached (a Ray eventray started is stopped) when the last bus closes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.how: str | None = None  # how eventray attached this process (None: it did not)
+        self.release: threading.Event | None = None  # ends the thread that attached Ray
+
+    def join(self) -> None:
+        with self.lock:
+            self.users += 1
+
+    def leave(self) -> tuple[str | None, threading.Event | None]:
+        """One bus closed: how eventray attached Ray, and the attaching thread's event, if
+        this was the last bus (then the caller detaches); else (None, None)."""
+        with self.lock:
+            self.users -= 1
+            if self.users > 0 or self.how is None:
+                return None, None
+            how, release = self.how, self.release
+            self.how = self.release = None
+            return how, release
+
+
+ATTACHMENT = _Attachment()
+
+
 class _NoSignalWarning(logging.Filter):
     """eventray starts Ray from a worker thread so the event loop never blocks; Ray then warns
     that it could not install its SIGTERM handler, which eventray does not need (closing the
@@ -110,14 +139,19 @@ async def connect_within(options: RayOptions) -> tuple[str | None, threading.Eve
 
     def attach() -> None:
         try:
-            how = connect(options)
+            with ATTACHMENT.lock:  # one bus at a time attaches this process
+                how = connect(options)
+                if how is not None and not gave_up.is_set():
+                    ATTACHMENT.how, ATTACHMENT.release = how, release
         except BaseException as exc:
             loop.call_soon_threadsafe(_settle, done, None, exc)
             return
         if gave_up.is_set():
             if how is not None:
                 log.warning("Ray connection completed after eventray gave up; detaching")
-                ray.shutdown()
+                with ATTACHMENT.lock:
+                    if ATTACHMENT.users == 0:
+                        ray.shutdown()
             return
         loop.call_soon_threadsafe(_settle, done, how, None)
         if how is not None:
@@ -127,7 +161,9 @@ async def connect_within(options: RayOptions) -> tuple[str | None, threading.Eve
     timeout = options.connect_timeout
     try:
         async with asyncio.timeout(timeout):
-            return await asyncio.shield(done), release
+            how = await asyncio.shield(done)
+        ATTACHMENT.join()
+        return how, release
     except TimeoutError:
         gave_up.set()
         where = (options.address or os.environ.get("RAY_ADDRESS")

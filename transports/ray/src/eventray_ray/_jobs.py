@@ -241,16 +241,33 @@ class RayJob(JobBackend):
         await kill_actors(self._actors, self.transport.options.namespace)
 
     async def wait(self) -> None:
-        assert self._supervisor is not None
-        await asyncio.shield(self._supervisor)
+        await self._supervised()
         await self._tasks.aclose()
+        self._raise_failure()
+
+    async def _supervised(self) -> None:
+        """Until the supervisor is done, or the cluster is lost (then Ray answers no more)."""
+        assert self._supervisor is not None
+        gone = self.transport.gone
+        if gone is None:
+            await asyncio.shield(self._supervisor)
+            return
+        lost = asyncio.ensure_future(gone.wait())
+        try:
+            await asyncio.wait({self._supervisor, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+
+    def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
+        self.transport.check()  # a lost cluster is a TransportError, never a clean end
 
     async def stop(self, *, drain: bool) -> None:
         if self.transport.lost:  # nothing is left to drain or to stop but this side
             self._stopping = True
             await self._tasks.aclose()
+            self._raise_failure()
             return
         if drain:
             for name in self._runs:
@@ -261,10 +278,9 @@ class RayJob(JobBackend):
             self._stopping = True
             await self._abort()
         if self._supervisor is not None:
-            await asyncio.shield(self._supervisor)
+            await self._supervised()
         await self._tasks.aclose()
-        if self._failure is not None:
-            raise self._failure
+        self._raise_failure()
 
     def metrics(self) -> Metrics:
         live = {runner.name: runner.metrics.as_dict() for runner in self._local}

@@ -14,6 +14,7 @@ from eventray.spi import JobBackend, JobPlan, StageContext, TaskOwner
 
 from ._cluster import ClusterWatch, gcs_address
 from ._connection import (
+    ATTACHMENT,
     STARTED,
     connect_within,
     forget_local,
@@ -36,19 +37,17 @@ class RaySession:
     def __init__(self, options: RayOptions) -> None:
         self.options = options
         self.instance = uuid.uuid4().hex
-        self.attached = False  # this bus called ray.init, so it calls ray.shutdown
+        self.attached = False  # this bus attached the process to Ray (others may share it)
         self._handles: dict[str, Any] = {}  # topic actor handles, one per name
         self._owned: dict[str, Any] = {}  # topic actors this process created
         self._tasks = TaskOwner("ray")
         self._lock = asyncio.Lock()
         self._watch: ClusterWatch | None = None
         self._release: threading.Event | None = None
-        self._started = False  # this bus started the local Ray
 
     async def open(self) -> None:
         how, self._release = await connect_within(self.options)
         self.attached = how is not None
-        self._started = how == STARTED
         if how != STARTED:  # a Ray this bus did not start may go away under it
             address = await asyncio.to_thread(gcs_address)
             if address is not None:
@@ -59,6 +58,11 @@ class RaySession:
         """Raise a ``TransportError`` if the Ray cluster is gone."""
         if self._watch is not None:
             self._watch.check()
+
+    @property
+    def gone(self) -> asyncio.Event | None:
+        """Set once the cluster is lost (None: this bus does not watch for that)."""
+        return self._watch.gone if self._watch is not None else None
 
     @property
     def lost(self) -> bool:
@@ -73,15 +77,18 @@ class RaySession:
             await kill_actors(self._owned, self.options.namespace)
         self._owned.clear()
         self._handles.clear()
-        if self.attached:
-            self.attached = False
-            if self._started:
+        if self._release is None:
+            return
+        self._release = None
+        # Ray is shared by every bus of this process: the last one to close detaches it
+        how, release = ATTACHMENT.leave()
+        if how is not None:
+            if how == STARTED:
                 await asyncio.to_thread(forget_local)
             if not lost:  # the watch detached already
                 await asyncio.to_thread(ray.shutdown)
-        if self._release is not None:
-            self._release.set()  # the thread that attached Ray may end now
-            self._release = None
+        if release is not None:
+            release.set()  # the thread that attached Ray may end now
 
     async def topic_actor(self, topic: str) -> Any:
         """The actor of ``topic``: found if some process created it, else created here.

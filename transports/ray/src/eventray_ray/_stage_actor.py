@@ -257,7 +257,7 @@ class StageActor:
         channel.task_done(len(items))
         return items
 
-    def request_stop(self) -> None:
+    async def request_stop(self) -> None:  # async: runs on the actor's event loop
         if self.runner is not None:
             self.runner.request_stop()
 
