@@ -38,6 +38,13 @@ async def kill_topic_actor(bus: er.Bus, topic: str) -> None:
     handle = await asyncio.to_thread(ray.get_actor, f"topic:{topic}",
                                      namespace=namespace_of(bus))
     await asyncio.to_thread(ray.kill, handle, no_restart=True)
+    for _ in range(200):  # ray.kill returns at once: wait until the actor is really gone
+        try:
+            await handle.creator.remote()
+        except ray.exceptions.RayActorError:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"topic actor {topic!r} still answers after ray.kill")
 
 
 async def test_a_dead_topic_actor_under_a_subscriber_is_an_error() -> None:
