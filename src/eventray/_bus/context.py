@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from eventray._model.batch import Batch
 from eventray._model.event import DeadLetter, Event
 from eventray._runtime.context import EventStream, StageContext
+from eventray._runtime.tasks import cancel_and_wait
 from eventray._topics.iteration import TopicStream
 from eventray._topics.topic import Topic
 
@@ -87,5 +88,5 @@ class _Member:
         self.shared.users -= 1
         if self.shared.users == 0:
             if self.shared.finishing is not None:
-                await asyncio.gather(self.shared.finishing, return_exceptions=True)
+                await cancel_and_wait(self.shared.finishing, "ending a shared subscription")
             await self.shared.stream.aclose()

@@ -24,6 +24,8 @@ from eventray._model.batch import Batch
 from eventray._model.errors import ConfigError
 from eventray._model.event import DeadLetter, describe
 
+from .tasks import cancel_and_wait
+
 if TYPE_CHECKING:
     from .context import EventStream, StageContext
 
@@ -213,8 +215,7 @@ class TopicReader(Reader):
 
     async def close(self) -> None:
         if self._finishing is not None and not self._finishing.done():
-            self._finishing.cancel()
-            await asyncio.gather(self._finishing, return_exceptions=True)
+            await cancel_and_wait(self._finishing, f"{self.name}: ending the subscription")
         if self._events is not None:
             await self._events.aclose()
 

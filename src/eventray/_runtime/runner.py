@@ -23,6 +23,7 @@ from .emitters import Emitter
 from .operator import OpContext
 from .plan import StagePlan
 from .readers import Reader
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("eventray")
 
@@ -207,8 +208,7 @@ class StageRunner:
 
     async def _close(self) -> None:
         if self._read is not None:  # only a hard stop or a failure leaves a read behind
-            self._read.cancel()
-            await asyncio.gather(self._read, return_exceptions=True)
+            await cancel_and_wait(self._read, f"{self.name}: a read")
             self._read = None
         for op in self.ops:
             try:

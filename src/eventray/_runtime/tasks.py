@@ -12,6 +12,15 @@ log = logging.getLogger("eventray")
 T = TypeVar("T")
 
 
+async def cancel_and_wait(task: asyncio.Task[Any], what: str) -> None:
+    """Cancel ``task`` and wait for it; an error it ended with (other than the cancellation)
+    is logged, never dropped."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", what, exc_info=task.exception())
+
+
 class TaskOwner:
     """A set of background tasks that ``aclose()`` cancels and awaits.
 

@@ -40,8 +40,7 @@ class TopicOwner(Protocol):
 
     _tasks: TaskOwner
 
-    @property
-    def closing(self) -> bool: ...
+    _closing: bool  # close() began: users' publishes are refused
 
     async def _ensure_open(self) -> None: ...
 
@@ -115,7 +114,8 @@ class Topic(Generic[T]):
     def __lshift__(self, value: T) -> Topic[T]:
         """Enqueue ``value`` without waiting; raises ``TopicFull`` when the buffer is full."""
         target = self._input or self
-        target._check_accepting()
+        if target._closed or target._bus._closing:
+            target._check_accepting()
         if not target._outbox.put_one_nowait(Event(value)):
             raise TopicFull(self.name, len(target._outbox))
         target._ensure_pump()
@@ -131,7 +131,8 @@ class Topic(Generic[T]):
     ) -> None:
         """Publish ``value``, waiting for room in the topic's buffer (not for delivery)."""
         target = self._input or self
-        target._check_accepting()
+        if target._closed or target._bus._closing:
+            target._check_accepting()
         if target._pump is None:
             target._ensure_pump()
         event = Event(
@@ -316,7 +317,7 @@ class Topic(Generic[T]):
         """A user's publish: refused once the bus began to close (stages and subscribers
         still publish while it drains, through ``_publish_events``)."""
         self._check_open()
-        if self._bus.closing:
+        if self._bus._closing:
             raise ClosedError(f"the bus is closing; topic {self.name!r} takes no new events")
 
     async def _drain(self) -> None:
