@@ -89,6 +89,10 @@ def test_a_misspelled_config_field_gets_a_hint(tmp_path: Path,
         with pytest.raises(er.ConfigError) as caught:
             er.connector("countdown-source", start=3, zzz=1)
         assert "did you mean" not in str(caught.value)
+        with pytest.raises(er.ConfigError, match="given twice") as caught:
+            er.connector("countdown-source", start=3, startFrom=4)
+        assert caught.value.field == "start"
+        assert "'start'" in str(caught.value) and "'startFrom'" in str(caught.value)
     finally:
         sys.modules.pop("throwaway_connectors", None)
         er.registry.refresh()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
@@ -30,6 +32,22 @@ def test_equal_keys_share_a_partition() -> None:
                   [0, 0.0, False, -0.0], [2.5, Fraction(5, 2), Decimal("2.5")],
                   [("a", 1), ("a", 1.0), ("a", True)]):
         assert len({partition_of(key) for key in equal}) == 1, equal
+
+
+@dataclass(frozen=True)
+class Point:
+    x: object
+    y: object = 0
+
+
+def test_equal_dataclasses_and_moments_share_a_partition() -> None:
+    utc = dt.datetime(2020, 1, 1, 12, tzinfo=dt.UTC)
+    plus_one = dt.datetime(2020, 1, 1, 13, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    for equal in ([Point(1), Point(1.0), Point(True, 0.0)], [utc, plus_one],
+                  [dt.date(2020, 1, 2), dt.date(2020, 1, 2)]):
+        assert all(key == equal[0] for key in equal)
+        for parts in (2, 3, 5, 7):
+            assert len({partition_of(key, parts) for key in equal}) == 1, (equal, parts)
 
 
 def test_partitions_do_not_depend_on_the_hash_seed() -> None:

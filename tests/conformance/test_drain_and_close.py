@@ -158,6 +158,18 @@ async def test_unsplittable_sources_refuse_parallelism_at_run(bus: er.Bus) -> No
         await bus.from_collection(iter(range(3))).set_parallelism(2).collect()
 
 
+async def test_an_unhashable_key_is_a_dead_letter_not_a_dead_job(bus: er.Bus) -> None:
+    letters = Recorder()
+    bus.dead_letters >> letters
+    values: list[Any] = [[1], "a", {"b": 2}, "a"]
+    result = await (bus.from_collection(values).key_by(lambda v: v).map(lambda v: 1)
+                    .reduce(lambda a, b: a + b).collect(parallelism=2))
+    assert sorted(result) == [1, 2]
+    await asyncio.wait_for(bus.dead_letters.flush(), 10)
+    assert sorted(map(str, (d.value for d in letters.values))) == ["[1]", "{'b': 2}"]
+    assert all("unhashable key (" in d.error for d in letters.values)
+
+
 class ValuesNotEvents:
     """An operator that breaks the contract: it returns plain values."""
 

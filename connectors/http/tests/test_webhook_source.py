@@ -79,6 +79,16 @@ async def test_malformed_body_is_400_and_nothing_is_published(
     assert source.refused == {400: 1}
 
 
+async def test_json_nested_too_deeply_is_400_not_500(
+    bus: er.Bus, client: aiohttp.ClientSession
+) -> None:
+    source, _ = await start(bus)
+    status, body = await post(client, source.url, "[" * 50_000 + "]" * 50_000)
+    assert status == 400
+    assert "nested too deeply" in body["error"]
+    assert source.refused == {400: 1}
+
+
 async def test_oversized_body_is_413(bus: er.Bus, client: aiohttp.ClientSession) -> None:
     source, received = await start(bus, max_body=100)
     status, body = await post(client, source.url, json.dumps("x" * 200))

@@ -65,7 +65,13 @@ def validate_config(
             field = names.get(str(loc[0]), str(loc[0])) if loc else None
             message = problem["msg"]
             if problem["type"] == "extra_forbidden" and field is not None:
-                message += _did_you_mean(field, [*config_type.model_fields, *names])
+                given = str(loc[0])
+                if given in config_type.model_fields or given in names:
+                    spellings = sorted({field, *(a for a, n in names.items() if n == field)})
+                    message = (f"given twice, as {' and '.join(map(repr, spellings))} (names "
+                               "of one field); give it once")
+                else:
+                    message += _did_you_mean(field, [*config_type.model_fields, *names])
             described.append((field, message))
         field, message = described[0]
         if len(described) > 1:

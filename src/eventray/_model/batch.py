@@ -10,6 +10,8 @@ custom ``Operator``s).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import numbers
 import pickle
 import zlib
@@ -143,9 +145,12 @@ def apply_each(
 
 
 def stable_hash(key: Any) -> int:
-    """A non-negative hash that agrees with ``==`` (``1``, ``1.0`` and ``True`` hash alike)
-    and is the same in every process: ``hash()`` of str, bytes and the order of sets are
-    salted per process (``PYTHONHASHSEED``)."""
+    """A non-negative hash that is the same in every process (``hash()`` of str, bytes and
+    the order of sets are salted per process, ``PYTHONHASHSEED``) and agrees with ``==``
+    (``1``, ``1.0`` and ``True`` hash alike) for str, bytes, numbers, dates and times,
+    dataclass instances and tuples and frozensets of those. Other keys hash by their pickle,
+    so equal keys that pickle differently may land in different partitions: key by one of
+    the types above."""
     if isinstance(key, str):
         return zlib.crc32(key.encode("utf-8", "surrogatepass"))
     if isinstance(key, (bytes, bytearray, memoryview)):
@@ -159,6 +164,13 @@ def stable_hash(key: Any) -> int:
         return result & _MASK
     if isinstance(key, frozenset):  # equal sets may iterate in different orders
         return (sum(stable_hash(item) for item in key) ^ 0x5E7) & _MASK
+    if isinstance(key, datetime.datetime) and key.tzinfo is not None:
+        return _number_hash(key.timestamp())  # equal moments in other time zones are equal
+    if isinstance(key, (datetime.date, datetime.time)):  # naive ones equal field by field
+        return zlib.crc32(key.isoformat().encode())
+    if dataclasses.is_dataclass(key) and not isinstance(key, type):
+        fields = tuple(getattr(key, f.name) for f in dataclasses.fields(key) if f.compare)
+        return stable_hash((type(key).__qualname__, fields))
     return zlib.crc32(pickle.dumps(key, protocol=5))
 
 

@@ -71,7 +71,25 @@ class KeyByOp(_HandlerOp):
 
     async def run(self, batch: Batch, ctx: OpContext) -> Batch:
         results, kept = await self._apply(batch, ctx)
+        try:
+            set(results)  # partitions and keyed state need hashable keys
+        except TypeError:
+            bad = [i for i, key in enumerate(results) if not _hashes(key)]
+            await ctx.fail(self, kept, [(i, TypeError(
+                f"key_by returned an unhashable key ({type(results[i]).__name__}); return a "
+                "str, a number or a tuple")) for i in bad])
+            failed = set(bad)
+            results = [key for i, key in enumerate(results) if i not in failed]
+            kept = kept.without(bad)
         return kept.with_keys(results)
+
+
+def _hashes(key: Any) -> bool:
+    try:
+        hash(key)
+    except TypeError:
+        return False
+    return True
 
 
 class TimestampOp(_HandlerOp):

@@ -93,6 +93,22 @@ async def test_a_cancelled_stage_task_fails_the_job(bus: er.Bus) -> None:
     assert isinstance(failed.value.__cause__, ray.exceptions.TaskCancelledError)
 
 
+async def test_a_killed_stage_actor_is_the_stage_named_in_the_failure(bus: er.Bus) -> None:
+    topic = bus.topic("kills")
+    got: list[Any] = []
+    job = await (bus.from_topic(topic).key_by(str).reduce(max).sink(got.append)
+                 .run("killed", parallelism=2))
+    await topic.publish(1)
+    await topic.flush()
+    handle = await asyncio.to_thread(ray.get_actor, "killed.reduce.0",
+                                     namespace=namespace_of(bus))
+    await asyncio.to_thread(ray.kill, handle, no_restart=True)
+    with pytest.raises(er.StageFailed) as failed:
+        await asyncio.wait_for(job.wait(), 30)
+    assert failed.value.stage == "killed.reduce.0", failed.value
+    assert isinstance(failed.value.__cause__, ray.exceptions.RayError)
+
+
 async def test_pull_stream_honours_max_items_and_keeps_the_rest(bus: er.Bus) -> None:
     handle = await bus.transport.topic_actor("pulled")  # type: ignore[attr-defined]
     stream = await PullStream(handle, "test-puller", "puller").open()

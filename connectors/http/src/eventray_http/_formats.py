@@ -22,6 +22,8 @@ def decode(body: bytes, value_format: ValueFormat) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("body is not JSON this server accepts: nested too deeply") from None
 
 
 def encode(value: Any) -> tuple[bytes, str]:

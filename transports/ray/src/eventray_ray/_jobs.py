@@ -171,19 +171,23 @@ class RayJob(JobBackend):
                         continue
                     output = upstream.outputs.index(stage.index)
                     for i in range(upstream.parallelism):
-                        handle = self._actors[self._actor_name(upstream, i)]
+                        sender = self._actor_name(upstream, i)
                         self._local_tasks.append(self._tasks.spawn(
-                            self._watch_local_pull(runner.name, inbox.pull(
-                                handle, output, index, plan.batch_size)),
+                            self._watch_local_pull(runner.name, sender, inbox.pull(
+                                self._actors[sender], output, index, plan.batch_size)),
                             name=f"{runner.name}<{i}",
                         ))
 
-    async def _watch_local_pull(self, stage: str, pulling: Coroutine[Any, Any, None]) -> None:
+    async def _watch_local_pull(self, stage: str, sender: str,
+                                pulling: Coroutine[Any, Any, None]) -> None:
         try:
             await pulling
         except Exception as exc:
-            await self._fail(failed(stage, "taking from the stage actors before it", exc,
-                                    self.plan.name))
+            if is_ray_failure(exc):  # the actor taken from died: it is the stage that failed
+                failure = failed(sender, f"{stage} taking from it", exc, self.plan.name)
+            else:
+                failure = failed(stage, f"taking from {sender}", exc, self.plan.name)
+            await self._fail(failure)
 
     async def _watch_local(self, runner: StageRunner, inbox: PulledInbox | None) -> None:
         try:
