@@ -22,7 +22,7 @@ def connect(
     **options: Any,
 ) -> Bus:
     """Connect to a transport: ``"memory"``, ``"ray"`` (the default), ``"ray://host:10001"``,
-    ``"kafka://host:9092"`` or any scheme a plugin registers.
+    or any scheme a plugin registers (``"kafka://host:9092"`` once that plugin exists).
 
     ``EVENTRAY_URL`` overrides the default. Other keyword ``options`` go to the transport.
     """

@@ -19,6 +19,7 @@ Errors carry the facts as attributes so callers can act on them without parsing 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 
@@ -42,7 +43,11 @@ class UnknownKindError(ConfigError):
     def __init__(self, what: str, name: str, installed: Iterable[str], hint: str | None = None):
         names = sorted(installed)
         listing = ", ".join(names) if names else "none"
-        message = f"unknown {what} {name!r}; installed: {listing}"
+        message = f"unknown {what} {name!r}"
+        close = difflib.get_close_matches(name, names, n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        message += f"; installed: {listing}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
@@ -72,7 +73,7 @@ class KeyByOp(_HandlerOp):
     async def run(self, batch: Batch, ctx: OpContext) -> Batch:
         results, kept = await self._apply(batch, ctx)
         try:
-            set(results)  # partitions and keyed state need hashable keys
+            deque(map(hash, results), maxlen=0)  # partitions and keyed state need hashable keys
         except TypeError:
             bad = [i for i, key in enumerate(results) if not _hashes(key)]
             await ctx.fail(self, kept, [(i, TypeError(

@@ -4,6 +4,7 @@ records it failed on (dead letter, skip or fail, by policy)."""
 from __future__ import annotations
 
 import copy
+import logging
 from abc import ABC, abstractmethod
 from typing import Any, Literal, cast
 
@@ -12,6 +13,8 @@ from eventray._model.errors import ConfigError, StageFailed
 from eventray._model.event import DeadLetter, Event, describe
 
 from .context import StageContext, StageMetrics
+
+log = logging.getLogger("eventray")
 
 ErrorPolicy = Literal["dead-letter", "skip", "fail"]
 ERROR_POLICIES = ("dead-letter", "skip", "fail")
@@ -92,6 +95,9 @@ class OpContext:
         if policy == "fail":
             _, error = failures[0]
             raise StageFailed(self.stage, describe(error), job=self.job) from error
+        index, error = failures[0]
+        log.warning("%s failed on %d record(s), first %r: %s (sent to the dead-letter topic)",
+                    where, len(failures), batch.values[index], describe(error))
         letters = [
             DeadLetter(batch.values[i], describe(error), where, batch.key_at(i), batch.ts_at(i))
             for i, error in failures

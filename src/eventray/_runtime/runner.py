@@ -27,6 +27,8 @@ from .tasks import cancel_and_wait
 
 log = logging.getLogger("eventray")
 
+SLOW_DRAIN_WARNING = 5.0  # seconds a drain waits for a read before saying why it waits
+
 
 class StageRunner:
     """One instance of a stage: its reader or inbox, operator chain and emitter."""
@@ -49,6 +51,7 @@ class StageRunner:
         self._stop_requested = False
         self._ended = False  # the reader returned None
         self._read: asyncio.Task[Batch | None] | None = None  # a read in flight
+        self._stopped: asyncio.Future[None] | None = None  # done once a drain is requested
 
     async def open(self) -> None:
         """Open the reader (a topic reader subscribes here), before ``run``."""
@@ -74,6 +77,8 @@ class StageRunner:
         if self._stop_requested:
             return
         self._stop_requested = True
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)  # wakes the read loop, which never cancels a read
         if self.reader is not None:
             self.reader.stop_reading()
 
@@ -83,7 +88,11 @@ class StageRunner:
             if batch is not None and len(batch):
                 await self.process(batch)
         if self._read is not None:  # a drain: the read in flight completes and is delivered
-            await asyncio.wait({self._read})
+            done, _ = await asyncio.wait({self._read}, timeout=SLOW_DRAIN_WARNING)
+            if not done:
+                log.warning("%s: the drain waits for a read in progress; a source that can "
+                            "block in read() should define stop_reading()", self.name)
+                await asyncio.wait({self._read})
             batch = self._take_read()
             if batch is not None and len(batch):
                 await self.process(batch)
@@ -113,9 +122,13 @@ class StageRunner:
             if self._read is None:
                 self._read = loop.create_task(reader.read(self.batch_size - size),
                                               name=f"{self.name}:read")
+            if self._stopped is None:
+                self._stopped = loop.create_future()
             timeout = self._wake_after(linger_until)
-            done, _ = await asyncio.wait({self._read}, timeout=timeout)
-            if done:
+            waiting: set[asyncio.Future[Any]] = {self._read, self._stopped}
+            done, _ = await asyncio.wait(waiting, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if self._read in done:
                 batch = self._take_read()
                 if batch is not None and len(batch):
                     parts.append(batch)
@@ -126,8 +139,8 @@ class StageRunner:
                 if parts and linger_until is None:
                     linger_until = loop.time() + self.linger
                 continue
-            if parts:  # lingered long enough
-                return concat(parts)
+            if parts or self._stop_requested:  # lingered long enough, or a drain began
+                return concat(parts) if parts else None
             await self._advance(now_ms())  # a processing-time operator is due
 
     def _wake_after(self, linger_until: float | None) -> float | None:
