@@ -158,7 +158,10 @@ async def connect_within(options: RayOptions) -> tuple[str | None, threading.Eve
             release.wait()
 
     threading.Thread(target=attach, name="eventray-ray", daemon=True).start()
-    timeout = options.connect_timeout
+    address = options.address or os.environ.get("RAY_ADDRESS") or ""
+    # the timeout is per attempt, and a Ray client is tried CLIENT_ATTEMPTS times
+    attempts = CLIENT_ATTEMPTS if address.startswith("ray://") else 1
+    timeout = options.connect_timeout * attempts + sum(range(1, attempts))
     try:
         async with asyncio.timeout(timeout):
             how = await asyncio.shield(done)
@@ -166,10 +169,10 @@ async def connect_within(options: RayOptions) -> tuple[str | None, threading.Eve
         return how, release
     except TimeoutError:
         gave_up.set()
-        where = (options.address or os.environ.get("RAY_ADDRESS")
-                 or "the local Ray (or starting one)")
+        where = address or "the local Ray (or starting one)"
         raise TransportError(
-            f"could not connect to {where} within {timeout:g}s; check that the cluster is "
+            f"could not connect to {where} within {timeout:g}s ({attempts} attempt(s)); "
+            f"check that the cluster is "
             f"running and reachable (`ray status`), that RAY_ADDRESS names it, or raise "
             f"connect_timeout", transport="ray") from None
 

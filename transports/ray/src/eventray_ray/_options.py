@@ -21,7 +21,7 @@ class RayOptions:
     queue_batches: int = 4  # batches queued per subscriber inside a topic actor
     credits: int = 4  # batches in flight per channel between stages
     event_window: int = 64  # per-event calls in flight to an in-order actor subscriber
-    connect_timeout: float = 30.0  # seconds er.connect waits for Ray before giving up
+    connect_timeout: float = 30.0  # seconds er.connect waits for Ray (per Ray client attempt)
 
     def __post_init__(self) -> None:
         for name in ("queue_size", "queue_batches", "credits", "event_window"):

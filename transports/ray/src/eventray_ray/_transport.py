@@ -28,7 +28,9 @@ class RayTransport:
     close, and joined meanwhile by other programs' ``er.connect()``);
     ``er.connect("ray://host:10001")`` connects as a Ray client. Actors this bus created are
     killed when it closes; a Ray it joined is left running. ``connect_timeout`` bounds the
-    wait for Ray; losing a joined cluster makes every later operation a ``TransportError``.
+    wait for Ray (a Ray client, whose cluster starts a server per client and sometimes fails
+    to under load, gets up to three attempts of that length); losing a joined cluster makes
+    every later operation a ``TransportError``.
     """
 
     name = "ray"
