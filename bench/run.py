@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
+from .checkpoints import w6
 from .harness import Options, Row, Workload, append_results, emit, medians
 from .ray_delivery import w4
 from .streams import w1, w3, w5
@@ -41,6 +42,7 @@ WORKLOADS: dict[str, Spec] = {
     "W3": Spec(w3, 1_000_000, ("memory", "ray")),
     "W4": Spec(w4, 100_000, ("ray",)),
     "W5": Spec(w5, 100_000, ("memory", "ray"), (1, 2)),
+    "W6": Spec(w6, 1_000_000, ("ray",), (2,)),
     "WH": Spec(wh, 20_000, ("memory",)),
 }
 

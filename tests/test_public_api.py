@@ -7,6 +7,7 @@ import pytest
 import eventray as er
 
 EXPECTED = {
+    "Checkpoint", "CheckpointStore", "DirectoryStore", "MemoryStore",
     "DEAD_LETTERS", "BaseSink", "BaseSource", "Bus", "ClosedError", "ConfigError", "Connector",
     "ConnectorConfig", "ConnectorError", "DeadLetter", "Event", "EventrayError", "Operator",
     "OperatorError", "PluginError", "PollingSource", "Processor", "Sink", "Source", "StageFailed",

@@ -26,6 +26,7 @@ from ._model.errors import (
 from ._model.event import DeadLetter, Event
 from ._model.protocols import Operator, Sink, Source
 from ._operators.windows import Session, Sliding, Tumbling, WindowResult
+from ._runtime.checkpoint_store import Checkpoint, CheckpointStore, DirectoryStore, MemoryStore
 from ._runtime.plan import DEAD_LETTERS
 from ._streams.job import Job
 from ._streams.stream import Stream, WindowedStream
@@ -42,15 +43,19 @@ __all__ = [
     "BaseSink",
     "BaseSource",
     "Bus",
+    "Checkpoint",
+    "CheckpointStore",
     "ClosedError",
     "ConfigError",
     "Connector",
     "ConnectorConfig",
     "ConnectorError",
     "DeadLetter",
+    "DirectoryStore",
     "Event",
     "EventrayError",
     "Job",
+    "MemoryStore",
     "Operator",
     "OperatorError",
     "PluginError",

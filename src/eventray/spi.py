@@ -14,8 +14,11 @@ What it uses to run a stream's stages:
     ``JobPlan``/``StagePlan`` (the stages, their operators and readers), ``StageRunner`` (the
     stage loop, the same on every transport) with a ``StageContext`` (how a stage reaches
     topics) and an ``Emitter`` (where its output goes: ``PartitioningEmitter`` cuts it per
-    receiver), ``End`` (the in-band end-of-input message), ``LocalJob`` (every stage as a task
-    in this process), ``Batch``/``BatchChannel`` (what travels, and bounded queues of it) and
+    receiver), ``End`` and ``Barrier`` (the in-band end-of-input and checkpoint messages),
+    ``AligningInbox`` (a stage's inbox: senders whose barrier is in wait for the checkpoint),
+    ``CheckpointCoordinator``/``CheckpointSettings``/``Checkpoints`` (a job's checkpoints, and
+    where stage instances report their parts), ``LocalJob`` (every stage as a task in this
+    process), ``Batch``/``BatchChannel`` (what travels, and bounded queues of it) and
     ``TaskOwner`` (background tasks that ``aclose()`` cancels and awaits).
 What a connector uses:
     ``er.BaseSource``/``er.BaseSink``/``er.PollingSource`` and ``er.ConnectorConfig`` from
@@ -24,8 +27,18 @@ What a connector uses:
 
 from ._model.batch import Batch, concat, split_by_key
 from ._model.event import describe, now_ms
+from ._runtime.alignment import AligningInbox
 from ._runtime.channel import BatchChannel
-from ._runtime.context import End, EventStream, Inbox, StageContext, StageMetrics
+from ._runtime.checkpoints import CheckpointCoordinator, CheckpointSettings
+from ._runtime.context import (
+    Barrier,
+    Checkpoints,
+    End,
+    EventStream,
+    Inbox,
+    StageContext,
+    StageMetrics,
+)
 from ._runtime.emitters import Emitter, NullEmitter, PartitioningEmitter
 from ._runtime.local import JobBackend, LocalJob, Metrics
 from ._runtime.operator import OpContext, StreamOp
@@ -42,8 +55,13 @@ SPI_VERSION = 1
 __all__ = [
     "DEAD_LETTERS",
     "SPI_VERSION",
+    "AligningInbox",
+    "Barrier",
     "Batch",
     "BatchChannel",
+    "CheckpointCoordinator",
+    "CheckpointSettings",
+    "Checkpoints",
     "Emitter",
     "End",
     "EventStream",

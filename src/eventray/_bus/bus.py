@@ -14,6 +14,8 @@ from eventray._model.callables import describe_target
 from eventray._model.errors import ClosedError, ConfigError, StageFailed, TransportError
 from eventray._model.event import DeadLetter, Event, describe, now_ms
 from eventray._model.protocols import Operator, Source
+from eventray._runtime.checkpoint_store import open_store
+from eventray._runtime.checkpoints import CheckpointSettings, check_shape
 from eventray._runtime.plan import DEAD_LETTERS, JobPlan, Node, compile_stages
 from eventray._runtime.readers import (
     CollectionReader,
@@ -24,7 +26,7 @@ from eventray._runtime.readers import (
 )
 from eventray._runtime.tasks import TaskOwner
 from eventray._streams.job import Job
-from eventray._streams.stream import Stream
+from eventray._streams.stream import CheckpointRequest, Stream
 from eventray._topics.adapters import (
     ProcessorSubscriber,
     TopicSubscriber,
@@ -229,11 +231,14 @@ class Bus:
         return Stream(self, Node("source", reader=reader))
 
     async def _run_stream(self, node: Node, name: str, *, parallelism: int, batch_size: int,
-                          linger: float, on_error: str) -> Job:
+                          linger: float, on_error: str,
+                          checkpoints: CheckpointRequest | None = None) -> Job:
         self._check_open()
         stages = compile_stages(node, parallelism,
                                 driver_boundaries=not self.transport.in_process)
         plan = JobPlan(name, stages, batch_size, linger, on_error)
+        if checkpoints is not None:
+            plan.checkpoints = await _checkpoint_settings(plan, checkpoints)
         await self._ensure_open()
         job = Job(name, await self.transport.run_job(plan, BusStageContext(self)),
                   self._jobs.discard)
@@ -380,3 +385,15 @@ class Bus:
 
     async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
         await self.close(drain=exc_type is None)
+
+
+async def _checkpoint_settings(plan: JobPlan, request: CheckpointRequest) -> CheckpointSettings:
+    """The store opened, and the checkpoint to resume from (if asked and there is one)."""
+    store = open_store(request.store)
+    restored = await store.latest(plan.name) if request.resume else None
+    if restored is not None:
+        check_shape(restored, plan.instance_names())
+        log.info("job %s resumes from checkpoint %d", plan.name, restored.id)
+    elif request.resume:
+        log.info("job %s: no checkpoint to resume from; starting fresh", plan.name)
+    return CheckpointSettings(request.interval, store, restored)

@@ -292,6 +292,10 @@ class ConnectorSinkOp(StreamOp):
             await self.shared.sink.flush()
         return None
 
+    async def prepare_checkpoint(self, ctx: OpContext) -> None:
+        if self.started:
+            await self.shared.sink.flush()
+
     async def close(self) -> None:
         if self.started:
             self.started = False

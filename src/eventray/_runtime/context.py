@@ -1,5 +1,5 @@
 """What a stage instance talks to: its transport (``StageContext``), its input (``Inbox``,
-``EventStream``), the in-band ``End`` message, and its counters."""
+``EventStream``), the in-band ``End`` and ``Barrier`` messages, and its counters."""
 
 from __future__ import annotations
 
@@ -25,6 +25,25 @@ class End:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (End, (self.sender,))
+
+
+class Barrier:
+    """In-band message: the sending instance took part in checkpoint ``id``; what it sent
+    before belongs to the checkpoint, what it sends after does not. ``final``: the last
+    checkpoint of a drain (what follows is the end, and open windows stay in the checkpoint)."""
+
+    __slots__ = ("final", "id", "sender")
+
+    def __init__(self, id: int, sender: str, final: bool = False) -> None:
+        self.id = id
+        self.sender = sender
+        self.final = final
+
+    def __repr__(self) -> str:
+        return f"Barrier({self.id}, {self.sender!r}{', final' if self.final else ''})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Barrier, (self.id, self.sender, self.final))
 
 
 class EventStream(Protocol):
@@ -61,9 +80,27 @@ class StageContext(ABC):
 
 
 class Inbox(Protocol):
+    """Where a stage instance without a reader takes its input (``AligningInbox``)."""
+
     async def get(self, max_items: int) -> list[Any] | None: ...
 
     def task_done(self, count: int) -> None: ...
+
+    def release(self, checkpoint_id: int) -> None:
+        """The stage took checkpoint ``checkpoint_id``: senders held after their barrier may
+        send again."""
+
+
+class Checkpoints(ABC):
+    """Where a stage instance reports its part of checkpoints: the job's coordinator."""
+
+    @abstractmethod
+    async def acknowledge(self, instance: str, checkpoint_id: int, state: bytes) -> None:
+        """``instance`` took checkpoint ``checkpoint_id``; ``state`` is its snapshot."""
+
+    @abstractmethod
+    async def finished(self, instance: str, state: bytes) -> None:
+        """``instance`` ended; ``state`` stands for it in every later checkpoint."""
 
 
 @dataclass
@@ -74,6 +111,8 @@ class StageMetrics:
     records_out: int = 0
     batches: int = 0
     failed: int = 0
+    checkpoint_id: int = 0  # the last checkpoint this instance took part in
+    restarts: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -84,5 +123,7 @@ class StageMetrics:
             "records_out": self.records_out,
             "batches": self.batches,
             "failed": self.failed,
+            "checkpoint_id": self.checkpoint_id,
+            "restarts": self.restarts,
             "seconds": round(end - self.started, 6),
         }

@@ -8,7 +8,7 @@ from typing import Any
 
 from eventray._model.batch import Batch, split_by_key
 
-from .context import End
+from .context import Barrier, End
 
 
 class Emitter(ABC):
@@ -21,6 +21,19 @@ class Emitter(ABC):
     @abstractmethod
     async def end(self) -> None:
         """Tell every receiver this instance is done."""
+
+    async def barrier(self, barrier: Barrier) -> None:
+        """Send a checkpoint barrier to every receiver, in order with the data."""
+
+    def snapshot(self) -> Any:
+        """What the emitter needs to resume where it was (checkpoints)."""
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Resume from a ``snapshot``."""
+
+    def checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is durable: what was sent before it need not be kept."""
 
 
 class PartitioningEmitter(Emitter):
@@ -52,9 +65,21 @@ class PartitioningEmitter(Emitter):
                 await self.send(output, self._turn % receivers, [batch])
 
     async def end(self) -> None:
+        await self._to_all(End(self.sender))
+
+    async def barrier(self, barrier: Barrier) -> None:
+        await self._to_all(barrier)
+
+    async def _to_all(self, message: Any) -> None:
         for output, receivers in enumerate(self.fan_out):
             for receiver in range(receivers):
-                await self.send(output, receiver, [End(self.sender)])
+                await self.send(output, receiver, [message])
+
+    def snapshot(self) -> Any:
+        return {"turn": self._turn}
+
+    def restore(self, state: Any) -> None:
+        self._turn = state["turn"]
 
 
 class NullEmitter(Emitter):

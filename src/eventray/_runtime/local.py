@@ -11,8 +11,9 @@ from typing import Any
 from eventray._model.errors import StageFailed
 from eventray._model.event import describe
 
-from .channel import BatchChannel
-from .context import End, StageContext
+from .alignment import AligningInbox
+from .checkpoints import CheckpointCoordinator
+from .context import StageContext
 from .emitters import NullEmitter, PartitioningEmitter
 from .plan import JobPlan, StagePlan
 from .runner import StageRunner
@@ -48,17 +49,13 @@ class JobBackend(ABC):
 class ChannelEmitter(PartitioningEmitter):
     """Sends output to the inboxes of the next stages' instances, in this process."""
 
-    def __init__(self, sender: str, outputs: list[tuple[StagePlan, list[BatchChannel[Any]]]]):
+    def __init__(self, sender: str, outputs: list[tuple[StagePlan, list[AligningInbox]]]):
         super().__init__(sender, [stage.exchange for stage, _ in outputs],
                          [len(inboxes) for _, inboxes in outputs])
         self.inboxes = [inboxes for _, inboxes in outputs]
 
     async def send(self, output: int, receiver: int, items: list[Any]) -> None:
-        inbox = self.inboxes[output][receiver]
-        if isinstance(items[0], End):
-            inbox.put_nowait(items, force=True)  # an end never waits for room
-        else:
-            await inbox.put(items)
+        await self.inboxes[output][receiver].put(self.sender, items)
 
 
 class LocalJob(JobBackend):
@@ -73,17 +70,22 @@ class LocalJob(JobBackend):
         self._failure: StageFailed | None = None
         self._finished: asyncio.Future[list[Any]] | None = None
         self._running: list[asyncio.Task[None]] = []
+        self.coordinator: CheckpointCoordinator | None = None
+        self._coordinating: asyncio.Task[None] | None = None
 
     async def start(self) -> LocalJob:
         plan = self.plan
         names = plan.stage_names()
         inboxes = {
-            stage.index: [BatchChannel[Any](self.inbox_batches)
-                          for _ in range(stage.parallelism)]
+            stage.index: [AligningInbox(self.inbox_batches) for _ in range(stage.parallelism)]
             for stage in plan.stages
             if stage.reader is None
         }
-        pairs: list[tuple[StageRunner, BatchChannel[Any] | None]] = []
+        if plan.checkpoints is not None:
+            self.coordinator = CheckpointCoordinator(
+                plan.name, plan.instance_names(), plan.checkpoints,
+                trigger=self._trigger, notify=self._notify)
+        pairs: list[tuple[StageRunner, AligningInbox | None]] = []
         for stage in plan.stages:
             outputs = [(plan.stages[o], inboxes[o]) for o in stage.outputs]
             for index in range(stage.parallelism):
@@ -93,8 +95,13 @@ class LocalJob(JobBackend):
                     stage, index, job=plan.name, stage_name=names[stage.index],
                     expected_ends=stage.upstream_instances(plan.stages), ctx=self.ctx,
                     emitter=emitter, batch_size=plan.batch_size, linger=plan.linger,
-                    on_error=plan.on_error,
+                    on_error=plan.on_error, checkpoints=self.coordinator,
                 )
+                if plan.checkpoints is not None:
+                    part = plan.checkpoints.restored_part(runner.name)
+                    if part is not None:
+                        assert plan.checkpoints.restored is not None
+                        runner.restore_bytes(part, plan.checkpoints.restored.id)
                 self.runners.append(runner)
                 pairs.append((runner, inboxes[stage.index][index] if stage.reader is None
                               else None))
@@ -105,9 +112,22 @@ class LocalJob(JobBackend):
             for runner, inbox in pairs
         ]
         self._finished = asyncio.gather(*self._running, return_exceptions=True)
+        if self.coordinator is not None:
+            self._coordinating = self._tasks.spawn(self.coordinator.run(), name="checkpoints")
         return self
 
-    async def _run(self, runner: StageRunner, inbox: BatchChannel[Any] | None) -> None:
+    async def _trigger(self, checkpoint_id: int, final: bool) -> None:
+        for runner in self.runners:
+            if final:
+                runner.request_stop(checkpoint_id if runner.reader is not None else None)
+            else:
+                runner.request_checkpoint(checkpoint_id)
+
+    async def _notify(self, checkpoint_id: int) -> None:
+        for runner in self.runners:
+            await runner.checkpoint_complete(checkpoint_id)
+
+    async def _run(self, runner: StageRunner, inbox: AligningInbox | None) -> None:
         try:
             await runner.run(inbox)
         except StageFailed as failed:
@@ -121,29 +141,32 @@ class LocalJob(JobBackend):
         if self._failure is None:
             self._failure = failure
             log.error("job %s: %s", self.plan.name, failure, exc_info=failure.__cause__)
-            for task in self._running:
-                if task is not asyncio.current_task():
+            for task in [*self._running, self._coordinating]:
+                if task is not None and task is not asyncio.current_task():
                     task.cancel()
 
     async def wait(self) -> None:
         assert self._finished is not None
         await asyncio.shield(self._finished)
+        await self._tasks.aclose()  # the coordinator, if the job ended by itself
         if self._failure is not None:
             raise self._failure
 
     async def stop(self, *, drain: bool) -> None:
         if drain:
+            if self.coordinator is not None and not self.done:
+                await self.coordinator.final()  # the sources drain, then take it
             for runner in self.runners:
                 runner.request_stop()
             assert self._finished is not None
             await asyncio.shield(self._finished)
-        else:
-            await self._tasks.aclose()
+        await self._tasks.aclose()
         if self._failure is not None:
             raise self._failure
 
     def metrics(self) -> Metrics:
-        return {runner.name: runner.metrics.as_dict() for runner in self.runners}
+        job = self.coordinator.metrics() if self.coordinator is not None else {}
+        return {runner.name: {**runner.metrics.as_dict(), **job} for runner in self.runners}
 
     @property
     def done(self) -> bool:

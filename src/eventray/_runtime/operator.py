@@ -60,6 +60,9 @@ class StreamOp(ABC):
         """The bus topics this operator publishes to (transports create them first)."""
         return ()
 
+    async def prepare_checkpoint(self, ctx: OpContext) -> None:
+        """A checkpoint is being taken: make what was written so far durable (sinks flush)."""
+
     def snapshot(self) -> Any:
         """State to checkpoint (stateful operators)."""
         return None

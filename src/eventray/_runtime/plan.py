@@ -22,6 +22,7 @@ from eventray._model.errors import ConfigError
 from .operator import StreamOp
 
 if TYPE_CHECKING:
+    from .checkpoints import CheckpointSettings
     from .readers import Reader
 
 DEAD_LETTERS = "dead-letters"
@@ -87,6 +88,13 @@ class JobPlan:
     batch_size: int
     linger: float
     on_error: str
+    checkpoints: CheckpointSettings | None = None
+
+    def instance_names(self) -> list[str]:
+        """``<job>.<stage>.<index>`` of every stage instance, in stage order."""
+        return [f"{self.name}.{name}.{index}"
+                for stage, name in zip(self.stages, self.stage_names(), strict=True)
+                for index in range(stage.parallelism)]
 
     def topics_used(self) -> set[str]:
         """Every bus topic the stages read or publish to, and the dead-letter topic."""

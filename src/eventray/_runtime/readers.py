@@ -69,6 +69,9 @@ class Reader(ABC):
     def restore(self, state: Any) -> None:
         """Resume from a position ``snapshot`` returned."""
 
+    async def commit(self, position: Any) -> None:
+        """A checkpoint holding ``position`` is durable: acknowledge upstream up to there."""
+
     async def close(self) -> None:
         """Called once at the end."""
 
@@ -325,6 +328,11 @@ class ConnectorReader(Reader):
 
     def restore(self, state: Any) -> None:
         self.source.restore(state)
+
+    async def commit(self, position: Any) -> None:
+        commit = getattr(self.source, "commit", None)
+        if callable(commit):
+            await commit(position)
 
     async def close(self) -> None:
         if self._started:

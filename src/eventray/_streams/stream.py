@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from eventray._connectors.registry import registry
@@ -29,6 +31,7 @@ from eventray._operators.windows import (
     WindowSpec,
     reducing,
 )
+from eventray._runtime.checkpoint_store import CheckpointStore
 from eventray._runtime.operator import StreamOp, check_policy
 from eventray._runtime.plan import Node
 from eventray._topics.topic import Topic
@@ -56,7 +59,17 @@ class StreamOwner(Protocol):
     def _check_open(self) -> None: ...
 
     async def _run_stream(self, node: Node, name: str, *, parallelism: int, batch_size: int,
-                          linger: float, on_error: str) -> Job: ...
+                          linger: float, on_error: str,
+                          checkpoints: CheckpointRequest | None = None) -> Job: ...
+
+
+@dataclass(frozen=True)
+class CheckpointRequest:
+    """What ``run()`` was asked about checkpoints (the bus opens the store)."""
+
+    interval: float | None
+    store: str | os.PathLike[str] | CheckpointStore | None
+    resume: bool
 
 Handler = Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
@@ -179,6 +192,9 @@ class Stream:
         batch_size: int | None = None,
         linger: float = 0.005,
         on_error: str = "dead-letter",
+        checkpoint_interval: float | None = None,
+        checkpoint_store: str | os.PathLike[str] | CheckpointStore | None = None,
+        resume: bool = False,
     ) -> Job:
         """Start the stream and return its ``Job``.
 
@@ -186,6 +202,12 @@ class Stream:
         them); ``batch_size`` (default: the transport's) and ``linger`` (seconds) shape the
         micro-batches sources form; ``on_error`` is the policy for operators that do not set
         their own.
+
+        Checkpoints: every ``checkpoint_interval`` seconds the job saves its state (source
+        positions, reduce and window state, ``Operator`` snapshots) to ``checkpoint_store`` (a
+        directory, default ``.eventray/checkpoints``, or an ``er.CheckpointStore``); a drain
+        takes a final one. ``resume=True`` continues from the job's latest complete checkpoint
+        if there is one. Any of the three turns checkpoints on.
         """
         job_name = name or f"stream-{next(_job_numbers)}-{_program}"
         if not _JOB_NAME.match(job_name):
@@ -197,9 +219,13 @@ class Stream:
             raise ConfigError(f"must be a positive int, got {batch_size!r}", field="batch_size")
         if linger < 0:
             raise ConfigError(f"must not be negative, got {linger!r}", field="linger")
+        checkpoints = None
+        if checkpoint_interval is not None or checkpoint_store is not None or resume:
+            checkpoints = _checkpoint_request(name, checkpoint_interval, checkpoint_store,
+                                              resume)
         return await self._bus._run_stream(
             self._node, job_name, parallelism=parallelism, batch_size=batch_size,
-            linger=linger, on_error=on_error,
+            linger=linger, on_error=on_error, checkpoints=checkpoints,
         )
 
     async def collect(self, *, parallelism: int = 1, batch_size: int | None = None,
@@ -217,6 +243,22 @@ class Stream:
                                  on_error=on_error)
         await job.wait()
         return values
+
+
+def _checkpoint_request(name: str | None, interval: float | None,
+                        store: str | os.PathLike[str] | CheckpointStore | None,
+                        resume: bool) -> CheckpointRequest:
+    if interval is not None and (
+        isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0
+    ):
+        raise ConfigError(f"must be a positive number of seconds, got {interval!r}",
+                          field="checkpoint_interval")
+    if not isinstance(resume, bool):
+        raise ConfigError(f"must be True or False, got {resume!r}", field="resume")
+    if resume and name is None:
+        raise ConfigError("resume needs the job's name: run(name=..., resume=True) finds "
+                          "the checkpoints of the job with that name", field="resume")
+    return CheckpointRequest(float(interval) if interval is not None else None, store, resume)
 
 
 def _identity(value: Any) -> Any:

@@ -8,10 +8,11 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import ray
-from ray.exceptions import ActorAlreadyExistsError, RayError, RayTaskError
+from ray.exceptions import ActorAlreadyExistsError, RayActorError, RayError, RayTaskError
 
 from eventray import ConfigError, StageFailed
 from eventray.spi import (
+    CheckpointCoordinator,
     Exchange,
     JobBackend,
     JobPlan,
@@ -23,13 +24,13 @@ from eventray.spi import (
     describe,
 )
 
+from ._channels import ActorReceiver, Receiver
 from ._connection import kill_actors
 from ._errors import is_ray_failure, ray_errors
 from ._stage_actor import (
-    ActorReceiver,
-    HeldReceiver,
+    InboxReceiver,
     PulledInbox,
-    Receiver,
+    RayEmitter,
     StageActor,
     StageSpec,
     emitter_for,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("eventray")
 
 StageActorClass = ray.remote(StageActor)
+RESTART_TIMEOUT = 60.0  # seconds Ray may take to restart a stage actor that died
 
 
 def failed(stage: str, doing: str, exc: BaseException, job: str) -> StageFailed:
@@ -68,6 +70,7 @@ class RayJob(JobBackend):
         self.transport = transport
         self.names = plan.stage_names()
         self._actors: dict[str, Any] = {}  # name -> handle, every actor of this job
+        self._specs: dict[str, StageSpec] = {}  # name -> what its actor runs
         self._runs: dict[str, Any] = {}  # name -> ObjectRef of run(), for stage actors
         self._local: list[StageRunner] = []
         self._local_tasks: list[asyncio.Task[None]] = []
@@ -76,6 +79,24 @@ class RayJob(JobBackend):
         self._metrics: Metrics = {}
         self._failure: StageFailed | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self.coordinator: CheckpointCoordinator | None = None
+        self._coordinating: asyncio.Task[None] | None = None
+        self._reporting: dict[str, asyncio.Task[None]] = {}  # name -> taking its reports
+        self._restarts: dict[str, int] = {}  # name -> times restored after dying
+        self._restores_done: dict[str, int] = {}  # the same, counted once each is done
+        self._recovery = asyncio.Lock()  # one restore at a time; completions wait for it
+        self._restored_event = asyncio.Event()  # set (and renewed) after every restore
+        if plan.checkpoints is not None:
+            self.coordinator = CheckpointCoordinator(
+                plan.name, plan.instance_names(), plan.checkpoints,
+                trigger=self._trigger, notify=self._notify)
+
+    def _restored(self, name: str) -> tuple[bytes | None, int]:
+        """The part of the checkpoint to resume from that ``name`` wrote, and its id."""
+        settings = self.plan.checkpoints
+        if settings is None or settings.restored is None:
+            return None, 0
+        return settings.restored_part(name), settings.restored.id
 
     def _actor_name(self, stage: StagePlan, index: int) -> str:
         return f"{self.plan.name}.{self.names[stage.index]}.{index}"
@@ -94,6 +115,7 @@ class RayJob(JobBackend):
             outputs=outputs, expected_ends=stage.upstream_instances(plan.stages),
             batch_size=plan.batch_size, linger=plan.linger, on_error=plan.on_error,
             namespace=options.namespace, credits=options.credits,
+            checkpointing=plan.checkpoints is not None, replay_batches=options.replay_batches,
         )
 
     async def start(self) -> RayJob:
@@ -103,7 +125,9 @@ class RayJob(JobBackend):
             await asyncio.to_thread(self._create_actors)
             with ray_errors(f"starting job {self.plan.name!r}"):
                 await asyncio.gather(*(h.ready.remote() for h in self._actors.values()))
-                await asyncio.gather(*(h.open.remote() for h in self._actors.values()))
+                await asyncio.gather(*(h.open.remote(self._specs[name],
+                                                     *self._restored(name))
+                                       for name, h in self._actors.items()))
             await self._start_driver_stages()
         except BaseException as exc:
             await self._kill_all()
@@ -117,8 +141,55 @@ class RayJob(JobBackend):
                 raise exc.cause from exc
             raise
         self._runs = {name: handle.run.remote() for name, handle in self._actors.items()}
+        if self.coordinator is not None:
+            for name in self._runs:
+                self._reporting[name] = self._tasks.spawn(self._take_reports(name),
+                                                          name=f"reports<{name}")
+            self._coordinating = self._tasks.spawn(self.coordinator.run(), name="checkpoints")
         self._supervisor = self._tasks.spawn(self._supervise(), name="supervise")
         return self
+
+    async def _take_reports(self, name: str) -> None:
+        """Hand what a stage actor reports to the coordinator, until the stage ended."""
+        assert self.coordinator is not None
+        while True:
+            try:
+                reports = await self._actors[name].take_reports.remote()
+            except RayError:  # the actor died: its watcher reports that
+                return
+            for kind, checkpoint_id, state in reports:
+                if kind == "ack":
+                    await self.coordinator.acknowledge(name, checkpoint_id, state)
+                else:
+                    await self.coordinator.finished(name, state)
+                    return
+
+    async def _trigger(self, checkpoint_id: int, final: bool) -> None:
+        calls = [self._actors[name].trigger_checkpoint.remote(checkpoint_id, final)
+                 for name in self._runs]
+        for runner in self._local:
+            if final:
+                runner.request_stop(checkpoint_id if runner.reader is not None else None)
+            else:
+                runner.request_checkpoint(checkpoint_id)
+        await self._settle(calls, f"asking for checkpoint {checkpoint_id}")
+
+    async def _notify(self, checkpoint_id: int) -> None:
+        async with self._recovery:  # a restore picks its checkpoint before senders trim
+            await self._notify_all(checkpoint_id)
+
+    async def _notify_all(self, checkpoint_id: int) -> None:
+        calls = [self._actors[name].checkpoint_complete.remote(checkpoint_id)
+                 for name in self._runs]
+        for runner in self._local:
+            await runner.checkpoint_complete(checkpoint_id)
+        await self._settle(calls, f"completing checkpoint {checkpoint_id}")
+
+    async def _settle(self, calls: list[Any], doing: str) -> None:
+        """Wait for calls to stage actors; one that died is its watcher's to report."""
+        for result in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.debug("job %s: %s: %s", self.plan.name, doing, describe(result))
 
     def _create_actors(self) -> None:
         """Create the stage actors (Ray registers each name with the cluster before
@@ -132,12 +203,15 @@ class RayJob(JobBackend):
                     name=spec.actor_name, namespace=options.namespace,
                     num_cpus=options.stage_num_cpus, max_concurrency=1000,
                     runtime_env=options.runtime_env,
-                ).remote(spec)
+                    max_restarts=options.max_restarts if spec.checkpointing else 0,
+                    max_task_retries=0,
+                ).remote(spec.inbox_batches, spec.checkpointing)
+                self._specs[spec.actor_name] = spec
 
     async def _start_driver_stages(self) -> None:
         """Stages placed in the driver run here; each takes what its upstream actors hold
         for it through a pulling task of its own."""
-        plan, options = self.plan, self.transport.options
+        plan = self.plan
         driver = [s for s in plan.stages if s.placement == "driver"]
         inboxes = {(s.index, i): PulledInbox(8) for s in driver if s.reader is None
                    for i in range(s.parallelism)}
@@ -148,9 +222,9 @@ class RayJob(JobBackend):
                 for o in stage.outputs:
                     receiving = plan.stages[o]
                     receivers.append([
-                        HeldReceiver(inboxes[(o, i)].channel) if receiving.placement == "driver"
-                        else ActorReceiver(self._actors[self._actor_name(receiving, i)], name,
-                                           options.credits)
+                        InboxReceiver(inboxes[(o, i)].inbox, name)
+                        if receiving.placement == "driver"
+                        else self._actor_receiver(self._actor_name(receiving, i), name)
                         for i in range(receiving.parallelism)
                     ])
                 runner = StageRunner(
@@ -160,7 +234,11 @@ class RayJob(JobBackend):
                     emitter=emitter_for(name, [plan.stages[o].exchange for o in stage.outputs],
                                         receivers),
                     batch_size=plan.batch_size, linger=plan.linger, on_error=plan.on_error,
+                    checkpoints=self.coordinator,
                 )
+                state, checkpoint_id = self._restored(name)
+                if state is not None:
+                    runner.restore_bytes(state, checkpoint_id)
                 await runner.open()
                 inbox = inboxes.get((stage.index, index))
                 self._local.append(runner)
@@ -174,9 +252,35 @@ class RayJob(JobBackend):
                         sender = self._actor_name(upstream, i)
                         self._local_tasks.append(self._tasks.spawn(
                             self._watch_local_pull(runner.name, sender, inbox.pull(
-                                self._actors[sender], output, index, plan.batch_size)),
+                                self._actors[sender], sender, output, index, plan.batch_size,
+                                self)),
                             name=f"{runner.name}<{i}",
                         ))
+
+    def _actor_receiver(self, receiver: str, sender: str) -> ActorReceiver:
+        """A driver-side stage's channel to a stage actor (with a replay buffer while
+        checkpointing, so the actor can be restored)."""
+        options = self.transport.options
+        coordinator = self.coordinator
+        return ActorReceiver(
+            self._actors[receiver], receiver, sender, options.credits,
+            replay_batches=options.replay_batches if coordinator is not None else None,
+            hurry=coordinator.hurry if coordinator is not None else None)
+
+    def epoch(self, name: str) -> int:
+        """How many times the stage actor ``name`` was restored (and is running again)."""
+        return self._restores_done.get(name, 0)
+
+    async def restored_since(self, name: str, epoch: int) -> bool:
+        """Wait until the stage actor ``name`` is restored after ``epoch``; False if the job
+        gives up on it (it failed, or stops)."""
+        if self.coordinator is None:
+            return False
+        while self._failure is None and not self._stopping:
+            if self.epoch(name) > epoch:
+                return True
+            await self._restored_event.wait()
+        return False
 
     async def _watch_local_pull(self, stage: str, sender: str,
                                 pulling: Coroutine[Any, Any, None]) -> None:
@@ -197,16 +301,87 @@ class RayJob(JobBackend):
         except Exception as exc:
             await self._fail(failed(runner.name, "running", exc, self.plan.name))
 
-    async def _watch(self, name: str, ref: Any) -> None:
-        try:
-            self._metrics[name] = await ref
-        except RayTaskError as exc:
-            if isinstance(exc.cause, StageFailed):
-                await self._fail(exc.cause)
-            else:
-                await self._fail(failed(name, "running", exc, self.plan.name))
-        except Exception as exc:  # the actor, its node or the cluster died
-            await self._fail(failed(name, "the stage actor", exc, self.plan.name))
+    async def _watch(self, name: str) -> None:
+        """Until the stage actor ``name`` ends; one that dies is restored while the job
+        checkpoints (and has restores left), else the job fails."""
+        while True:
+            try:
+                self._metrics[name] = await self._runs[name]
+                if name in self._reporting:  # its end reaches the coordinator before it goes
+                    await self._reporting[name]
+                return
+            except RayTaskError as exc:
+                if isinstance(exc.cause, StageFailed):
+                    await self._fail(exc.cause)
+                else:
+                    await self._fail(failed(name, "running", exc, self.plan.name))
+                return
+            except Exception as exc:  # the actor, its node or the cluster died
+                if not self._can_restore(name, exc):
+                    await self._fail(failed(name, "the stage actor", exc, self.plan.name))
+                    return
+            try:
+                await self._restore(name)
+            except Exception as exc:
+                await self._fail(failed(name, "restoring the stage actor", exc,
+                                        self.plan.name))
+                return
+
+    def _can_restore(self, name: str, exc: BaseException) -> bool:
+        return (self.coordinator is not None and isinstance(exc, RayActorError)
+                and not self._stopping and self._failure is None and not self.transport.lost
+                and self._restarts.get(name, 0) < self.transport.options.max_restarts)
+
+    async def _restore(self, name: str) -> None:
+        """Restore the stage actor ``name`` (Ray restarted its process) from the latest
+        complete checkpoint, and have every instance sending to it send again what it sent
+        since. The other stages keep running."""
+        assert self.coordinator is not None
+        async with self._recovery:
+            epoch = self._restarts[name] = self._restarts.get(name, 0) + 1
+            state, checkpoint_id = self.coordinator.part(name)
+            log.warning("job %s: stage actor %s died; restoring it from %s (restore %d)",
+                        self.plan.name, name,
+                        f"checkpoint {checkpoint_id}" if state is not None else "its start",
+                        epoch)
+            handle = self._actors[name]
+            await self._until_alive(name)
+            with ray_errors(f"restoring {name}"):
+                await handle.open.remote(self._specs[name], state, checkpoint_id, epoch)
+            self._runs[name] = handle.run.remote()
+            self._reporting[name] = self._tasks.spawn(self._take_reports(name),
+                                                      name=f"reports<{name}")
+            self._restores_done[name] = epoch  # driver stages take from it again: its
+            self._restored_event.set()  # output must flow for the replay into it to go in
+            self._restored_event = asyncio.Event()
+            for sender in self._senders_to(name):
+                if sender in self._actors:
+                    with ray_errors(f"replaying to {name}"):
+                        await self._actors[sender].replay_to.remote(name)
+                    continue
+                for runner in self._local:
+                    if runner.name == sender and isinstance(runner.emitter, RayEmitter):
+                        await runner.emitter.replay_to(name)
+
+    async def _until_alive(self, name: str) -> None:
+        """Wait until Ray has restarted the actor ``name``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESTART_TIMEOUT
+        while True:
+            try:
+                await self._actors[name].ready.remote()
+                return
+            except RayActorError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    def _senders_to(self, name: str) -> list[str]:
+        """The stage instances that send to the instance ``name``."""
+        stage = next(s for s in self.plan.stages for i in range(s.parallelism)
+                     if self._actor_name(s, i) == name)
+        return [self._actor_name(self.plan.stages[u], i) for u in stage.inputs
+                for i in range(self.plan.stages[u].parallelism)]
 
     async def _fail(self, failure: StageFailed) -> None:
         if self._failure is None and not self._stopping:
@@ -215,14 +390,16 @@ class RayJob(JobBackend):
             await self._abort()
 
     async def _abort(self) -> None:
-        for task in self._local_tasks:
+        for task in [*self._local_tasks, self._coordinating]:
+            if task is None:
+                continue
             if task is not asyncio.current_task():
                 task.cancel()
         await kill_actors(self._actors, self.transport.options.namespace)
 
     async def _supervise(self) -> None:
         poller = self._tasks.spawn(self._poll_metrics(), name="metrics")
-        watched = [self._watch(name, ref) for name, ref in self._runs.items()]
+        watched = [self._watch(name) for name in self._runs]
         results = await asyncio.gather(*watched, *self._local_tasks, return_exceptions=True)
         for result in results:  # the watchers report failures themselves; this is a backstop
             if isinstance(result, Exception):
@@ -274,6 +451,8 @@ class RayJob(JobBackend):
             self._raise_failure()
             return
         if drain:
+            if self.coordinator is not None and not self.done:
+                await self.coordinator.final()  # the sources drain, then take it
             for name in self._runs:
                 self._actors[name].request_stop.remote()
             for runner in self._local:
@@ -287,8 +466,10 @@ class RayJob(JobBackend):
         self._raise_failure()
 
     def metrics(self) -> Metrics:
-        live = {runner.name: runner.metrics.as_dict() for runner in self._local}
-        return {**self._metrics, **live}
+        live = {runner.name: {**runner.metrics.as_dict(), "replay_buffered": getattr(
+                    runner.emitter, "buffered", 0)} for runner in self._local}
+        job = self.coordinator.metrics() if self.coordinator is not None else {}
+        return {name: {**values, **job} for name, values in {**self._metrics, **live}.items()}
 
     @property
     def done(self) -> bool:

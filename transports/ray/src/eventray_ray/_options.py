@@ -22,9 +22,13 @@ class RayOptions:
     credits: int = 4  # batches in flight per channel between stages
     event_window: int = 64  # per-event calls in flight to an in-order actor subscriber
     connect_timeout: float = 30.0  # seconds er.connect waits for Ray (per Ray client attempt)
+    # checkpointed jobs: batches each channel keeps for replay, and restores per stage actor
+    replay_batches: int = 128
+    max_restarts: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("queue_size", "queue_batches", "credits", "event_window"):
+        for name in ("queue_size", "queue_batches", "credits", "event_window",
+                     "replay_batches", "max_restarts"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"must be a positive int, got {value!r}", kind="ray",

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import uuid
-from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import ray
+from ray.exceptions import RayActorError
 
 from eventray import DeadLetter, Event
 from eventray.spi import (
+    AligningInbox,
     Batch,
     BatchChannel,
+    Checkpoints,
     Emitter,
     End,
     EventStream,
@@ -36,77 +38,64 @@ from eventray.spi import (
     StageRunner,
 )
 
+from ._channels import ActorReceiver, ChannelsIn, Header, Receiver
 from ._errors import ray_errors
-from ._sequencer import Sequencer
 from ._topic_actor import DEAD_LETTERS, dead_letter_batch, topic_actor_name
 from ._topics import PullStream
 from ._wire import ship
 
 
 class OrderedInbox:
-    """A bounded inbox taking pushes from several senders, each in its own sequence order."""
+    """A bounded inbox taking pushes from several senders, each admitted in its sequence
+    order without what the stage already has (``ChannelsIn``), and held back after a barrier
+    until the checkpoint is taken (``AligningInbox``)."""
 
     def __init__(self, capacity: int) -> None:
-        self.channel: BatchChannel[Any] = BatchChannel(capacity)
-        self._order = Sequencer()
+        self.inbox = AligningInbox(capacity)
+        self.channels = ChannelsIn()
 
-    async def push(self, sender: str, seq: int, items: list[Any]) -> None:
-        await self._order.wait_turn(sender, seq)
+    async def push(self, sender: str, header: Header, items: list[Any]) -> None:
+        state = await self.channels.admit(sender, header)
+        if state is None:
+            return
         try:
-            await self.channel.put(items)
+            unseen, admitted = self.channels.unseen(state, header, items)
+            if unseen:
+                await self.inbox.put(sender, unseen)
+            state.admitted = admitted
         finally:
-            self._order.done(sender, seq)
+            self.channels.done(sender, header)
 
     async def get(self, max_items: int) -> list[Any] | None:
-        return await self.channel.get(max_items)
+        return await self.inbox.get(max_items)
 
     def task_done(self, count: int) -> None:
-        self.channel.task_done(count)
+        self.inbox.task_done(count)
 
-
-class Receiver(ABC):
-    """Where one stage instance sends to one instance of the next stage, in order."""
-
-    @abstractmethod
-    async def send(self, items: list[Any]) -> None:
-        """Hand over ``items`` (batches and control messages), waiting for room."""
-
-    async def settle(self) -> None:
-        """Wait until everything sent was received."""
-
-
-class ActorReceiver(Receiver):
-    """Pushes to a stage actor, at most ``credits`` pushes in flight, numbered so the
-    receiving (async) actor can put them back in order."""
-
-    def __init__(self, handle: Any, sender: str, credits: int) -> None:
-        self.handle = handle
-        self.sender = sender
-        self.credits = credits
-        self._seq = 0
-        self._in_flight: deque[Any] = deque()
-
-    async def send(self, items: list[Any]) -> None:
-        while len(self._in_flight) >= self.credits:
-            await self._in_flight.popleft()
-        self._in_flight.append(self.handle.push.remote(self.sender, self._seq, items))
-        self._seq += 1
-
-    async def settle(self) -> None:
-        while self._in_flight:
-            await self._in_flight.popleft()
+    def release(self, checkpoint_id: int) -> None:
+        self.inbox.release(checkpoint_id)
 
 
 class HeldReceiver(Receiver):
-    """Keeps what is sent in a bounded channel of this process: for a stage in the driver,
-    which takes it from there (``take_output`` of a stage actor, or directly when the sender
-    runs in the driver too)."""
+    """Keeps what is sent in a bounded channel of this stage actor, for a stage in the
+    driver, which takes it from there (``take_output``)."""
 
     def __init__(self, channel: BatchChannel[Any]) -> None:
         self.channel = channel
 
     async def send(self, items: list[Any]) -> None:
         await self.channel.put(items)
+
+
+class InboxReceiver(Receiver):
+    """Puts into the inbox of a stage in this process (a driver stage sending to another)."""
+
+    def __init__(self, inbox: AligningInbox, sender: str) -> None:
+        self.inbox = inbox
+        self.sender = sender
+
+    async def send(self, items: list[Any]) -> None:
+        await self.inbox.put(self.sender, items)
 
 
 class RayEmitter(PartitioningEmitter):
@@ -122,9 +111,44 @@ class RayEmitter(PartitioningEmitter):
 
     async def end(self) -> None:
         await super().end()
-        for receivers in self.receivers:
-            for receiver in receivers:
-                await receiver.settle()
+        for receiver in self._all():
+            await receiver.settle()
+
+    def _all(self) -> list[Receiver]:
+        return [receiver for receivers in self.receivers for receiver in receivers]
+
+    def snapshot(self) -> Any:
+        return {"turn": self._turn,
+                "channels": [[r.snapshot() for r in rs] for rs in self.receivers]}
+
+    def restore(self, state: Any) -> None:
+        self._turn = state["turn"]
+        for receivers, saved in zip(self.receivers, state["channels"], strict=True):
+            for receiver, channel in zip(receivers, saved, strict=True):
+                receiver.restore(channel)
+
+    def checkpoint_complete(self, checkpoint_id: int) -> None:
+        for receiver in self._all():
+            receiver.checkpoint_complete(checkpoint_id)
+
+    async def replay_to(self, name: str) -> None:
+        """Send the restored actor ``name`` again what it may not have."""
+        for receiver in self._all():
+            if receiver.name == name:
+                await receiver.replay()
+
+    @property
+    def buffered(self) -> int:
+        """Batches kept for replay, over every channel."""
+        return sum(receiver.buffered for receiver in self._all())
+
+
+class Failover(Protocol):
+    """How a driver-side stage learns that a stage actor it takes from was restored."""
+
+    def epoch(self, name: str) -> int: ...
+
+    async def restored_since(self, name: str, epoch: int) -> bool: ...
 
 
 class PulledInbox:
@@ -132,21 +156,43 @@ class PulledInbox:
     it, taken by one pulling task each, plus what driver-side senders put in directly."""
 
     def __init__(self, capacity: int) -> None:
-        self.channel: BatchChannel[Any] = BatchChannel(capacity)
+        self.inbox = AligningInbox(capacity)
 
-    async def pull(self, upstream: Any, output: int, receiver: int, max_items: int) -> None:
-        """Take from one upstream actor until it has sent its ``End``."""
+    async def pull(self, upstream: Any, sender: str, output: int, receiver: int,
+                   max_items: int, failover: Failover | None = None) -> None:
+        """Take from one upstream actor until it has sent its ``End``; while it is being
+        restored (``failover``), wait for it."""
         while True:
-            items: list[Any] = await upstream.take_output.remote(output, receiver, max_items)
-            await self.channel.put(items)
-            if any(isinstance(item, End) for item in items):
-                return
+            epoch = failover.epoch(sender) if failover is not None else 0
+            try:
+                items: list[Any] = await upstream.take_output.remote(output, receiver,
+                                                                     max_items)
+            except RayActorError:
+                if failover is None or not await failover.restored_since(sender, epoch):
+                    raise
+                continue
+            batches: list[Any] = []
+            for item in items:  # control messages go in one by one (barriers hold the sender)
+                if type(item) is Batch:
+                    batches.append(item)
+                    continue
+                if batches:
+                    await self.inbox.put(sender, batches)
+                    batches = []
+                await self.inbox.put(sender, [item])
+                if type(item) is End:
+                    return
+            if batches:
+                await self.inbox.put(sender, batches)
 
     async def get(self, max_items: int) -> list[Any] | None:
-        return await self.channel.get(max_items)
+        return await self.inbox.get(max_items)
 
     def task_done(self, count: int) -> None:
-        self.channel.task_done(count)
+        self.inbox.task_done(count)
+
+    def release(self, checkpoint_id: int) -> None:
+        self.inbox.release(checkpoint_id)
 
 
 class ActorStageContext(StageContext):
@@ -179,6 +225,42 @@ class ActorStageContext(StageContext):
         return await PullStream(await self._topic(topic), key, f"stream:{topic}").open()
 
 
+class ActorCheckpoints(Checkpoints):
+    """The parts of checkpoints this actor's stage took, and its end, until the driver's
+    coordinator takes them (``take_reports``): actors cannot call into the driver. A part
+    holds the stage's state and what its inbox has taken from each sender."""
+
+    def __init__(self, channels: ChannelsIn) -> None:
+        self.channels = channels
+        self._reports: list[tuple[str, int, bytes]] = []
+        self._ready = asyncio.Event()
+
+    def _part(self, state: bytes) -> bytes:
+        return pickle.dumps({"stage": state, "channels": self.channels.snapshot()})
+
+    async def acknowledge(self, instance: str, checkpoint_id: int, state: bytes) -> None:
+        self._reports.append(("ack", checkpoint_id, self._part(state)))
+        self._ready.set()
+
+    async def finished(self, instance: str, state: bytes) -> None:
+        self._reports.append(("end", 0, self._part(state)))
+        self._ready.set()
+
+    def hurry(self) -> None:
+        """A replay buffer is filling up: ask for a checkpoint now."""
+        if not any(kind == "hurry" for kind, _, _ in self._reports):
+            self._reports.append(("hurry", 0, b""))
+            self._ready.set()
+
+    async def take(self) -> list[tuple[str, int, bytes]]:
+        """What was reported since the last call, waiting for something."""
+        while not self._reports:
+            await self._ready.wait()
+            self._ready.clear()
+        reports, self._reports = self._reports, []
+        return reports
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """What one stage actor runs."""
@@ -196,6 +278,8 @@ class StageSpec:
     namespace: str
     credits: int
     inbox_batches: int = 8
+    checkpointing: bool = False
+    replay_batches: int = 128  # per channel, kept for replay while checkpointing
 
     @property
     def actor_name(self) -> str:
@@ -210,17 +294,27 @@ def emitter_for(sender: str, exchanges: list[Exchange],
 class StageActor:
     """One stage instance."""
 
-    def __init__(self, spec: StageSpec) -> None:
-        self.spec = spec
-        self.inbox = OrderedInbox(spec.inbox_batches)
+    def __init__(self, inbox_batches: int, checkpointing: bool) -> None:
+        # small arguments only: Ray keeps them to restart the actor; open() takes the spec
+        self.spec: StageSpec | None = None
+        self.opened = asyncio.Event()  # pushes wait for it: a restored inbox knows its senders
+        self.inbox = OrderedInbox(inbox_batches)
         self.held: dict[tuple[int, int], BatchChannel[Any]] = {}  # output for the driver
         self.runner: StageRunner | None = None
+        self.emitter: RayEmitter | None = None
+        self.reports = ActorCheckpoints(self.inbox.channels) if checkpointing else None
 
     def ready(self) -> int:
         return os.getpid()
 
-    async def open(self) -> None:
-        spec = self.spec
+    async def open(self, spec: StageSpec, state: bytes | None = None, checkpoint_id: int = 0,
+                   epoch: int = 0) -> None:
+        """Connect to the next stage's actors and open the stage ``spec``, resuming from
+        ``state`` (this instance's part of checkpoint ``checkpoint_id``) if given; ``epoch``
+        counts the times this instance was restored."""
+        self.spec = spec
+        replay = spec.replay_batches if self.reports is not None else None
+        hurry = self.reports.hurry if self.reports is not None else None
         receivers: list[list[Receiver]] = []
         for output, (_, names) in enumerate(spec.outputs):
             if names is None:  # the next stage runs in the driver and takes from here
@@ -231,23 +325,40 @@ class StageActor:
                     handles = [await asyncio.to_thread(ray.get_actor, name,
                                                        namespace=spec.namespace)
                                for name in names]
-                receivers.append([ActorReceiver(handle, spec.actor_name, spec.credits)
-                                  for handle in handles])
+                receivers.append([
+                    ActorReceiver(handle, name, spec.actor_name, spec.credits, epoch=epoch,
+                                  replay_batches=replay, hurry=hurry)
+                    for name, handle in zip(names, handles, strict=True)])
+        emitter = emitter_for(spec.actor_name, [e for e, _ in spec.outputs], receivers)
+        self.emitter = emitter if isinstance(emitter, RayEmitter) else None
         self.runner = StageRunner(
             spec.stage, spec.index, job=spec.job, stage_name=spec.stage_name,
             expected_ends=spec.expected_ends, ctx=ActorStageContext(spec.namespace),
-            emitter=emitter_for(spec.actor_name, [e for e, _ in spec.outputs], receivers),
-            batch_size=spec.batch_size, linger=spec.linger, on_error=spec.on_error,
+            emitter=emitter, batch_size=spec.batch_size, linger=spec.linger,
+            on_error=spec.on_error, checkpoints=self.reports,
         )
+        self.runner.metrics.restarts = epoch
+        if state is not None:
+            saved = pickle.loads(state)
+            self.runner.restore_bytes(saved["stage"], checkpoint_id)
+            self.inbox.channels.restore(saved["channels"])
         await self.runner.open()
+        self.opened.set()
 
     async def run(self) -> dict[str, float]:
         assert self.runner is not None
+        assert self.spec is not None
         await self.runner.run(None if self.spec.stage.reader is not None else self.inbox)
-        return self.runner.metrics.as_dict()
+        return self.metrics()
 
-    async def push(self, sender: str, seq: int, items: list[Any]) -> None:
-        await self.inbox.push(sender, seq, items)
+    async def push(self, sender: str, header: Header, items: list[Any]) -> None:
+        await self.opened.wait()
+        await self.inbox.push(sender, header, items)
+
+    async def replay_to(self, name: str) -> None:
+        """The stage actor ``name`` was restored: send it again what it may not have."""
+        if self.emitter is not None:
+            await self.emitter.replay_to(name)
 
     async def take_output(self, output: int, receiver: int, max_items: int) -> list[Any]:
         """What this instance holds for the driver-side stage ``output``, waiting for some."""
@@ -261,5 +372,27 @@ class StageActor:
         if self.runner is not None:
             self.runner.request_stop()
 
+    async def trigger_checkpoint(self, checkpoint_id: int, final: bool) -> None:
+        """Take checkpoint ``checkpoint_id`` (a source); ``final``: drain, then take it."""
+        if self.runner is None or self.spec is None:
+            return
+        if final:
+            has_reader = self.spec.stage.reader is not None
+            self.runner.request_stop(checkpoint_id if has_reader else None)
+        else:
+            self.runner.request_checkpoint(checkpoint_id)
+
+    async def checkpoint_complete(self, checkpoint_id: int) -> None:
+        if self.runner is not None:
+            await self.runner.checkpoint_complete(checkpoint_id)
+
+    async def take_reports(self) -> list[tuple[str, int, bytes]]:
+        """The checkpoint parts and the end this stage reported, waiting for some."""
+        assert self.reports is not None
+        return await self.reports.take()
+
     def metrics(self) -> dict[str, float]:
-        return self.runner.metrics.as_dict() if self.runner is not None else {}
+        if self.runner is None:
+            return {}
+        buffered = self.emitter.buffered if self.emitter is not None else 0
+        return {**self.runner.metrics.as_dict(), "replay_buffered": buffered}
