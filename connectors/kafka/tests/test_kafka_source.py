@@ -238,3 +238,41 @@ async def test_no_broker_fails_start_after_bounded_retries() -> None:
         await source.start()
     assert time.monotonic() - started < 5
     await source.stop()  # nothing to stop: no error
+
+
+async def test_a_rebalance_mid_stream_loses_and_skips_nothing(kafka: KafkaBroker,
+                                                              topic: str) -> None:
+    await kafka.create_topic(topic, partitions=4)
+    await kafka.produce(topic, orders(400))
+    group = f"g-{topic}"
+    fields = dict(bootstrap_servers=kafka.bootstrap_servers, topic=topic, group_id=group,
+                  from_beginning=True, **GROUP_TIMEOUTS)
+
+    async def slowly(value: Any) -> Any:
+        await asyncio.sleep(0.01)
+        return value
+
+    first, second = KafkaSource(**fields), KafkaSource(**fields)
+    async with er.connect("memory") as bus:
+        seen: tuple[ListSink, ListSink] = (ListSink(), ListSink())
+        jobs = [await bus.from_source(first).map(slowly).sink(seen[0]).run(batch_size=20)]
+        await until(lambda: len(seen[0].events) >= 40, 15, "the first consumer reading")
+        handed_before = sum(first.snapshot()[topic].values())
+        jobs.append(await bus.from_source(second).map(slowly).sink(seen[1]).run(batch_size=20))
+        ids = lambda: {e.value["id"] for sink in seen for e in sink.events}  # noqa: E731
+        try:
+            await until(lambda: len(ids()) == 400 and second.snapshot(), 30, "every record")
+            assert first.commits == 0 and not first.committed, "a rebalance commits nothing"
+        finally:  # together: one leaving the group first would make the other rebalance
+            await asyncio.gather(*(job.stop(drain=True) for job in jobs))
+    assert handed_before < 400, "the second consumer joined mid-stream"
+    assert ids() == set(range(400)), "nothing lost, nothing skipped"
+    owned = [set(source.snapshot().get(topic, {})) for source in (first, second)]
+    assert owned[0] and owned[1] and not owned[0] & owned[1], f"the group split: {owned}"
+    committed = await kafka.committed(group, topic)
+    ends: dict[int, int] = {}
+    for record in await kafka.consume(topic, 400):
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    # the drains committed what each owner handed out (a partition whose owner was caught
+    # in the rebalance of the other one leaving commits nothing: it is read again)
+    assert committed and all(offset <= ends[p] for p, offset in committed.items())
