@@ -15,12 +15,21 @@ from ._config import ValueFormat
 Decoder = Callable[[bytes], Any]
 Encoder = Callable[[Any], bytes | None]
 
-_json_decode = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_json_decode = _decoder.decode
+_scan_once = _decoder.scan_once
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _from_json(data: bytes) -> Any:
-    return _json_decode(data.decode("utf-8"))
+    text = data.decode("utf-8")
+    try:  # the C scanner straight away: most records have no surrounding whitespace
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return _json_decode(text)  # whitespace first, or not JSON: raises the usual error
+    if end != len(text):
+        return _json_decode(text)
+    return value
 
 
 def _from_text(data: bytes) -> str:
@@ -38,9 +47,24 @@ def decoder(value_format: ValueFormat, custom: Decoder | None = None) -> Decoder
     return {"json": _from_json, "text": _from_text, "bytes": _from_bytes}[value_format]
 
 
+def _unserializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+try:  # the C encoder made once, not once per call as json.dumps does for containers
+    from json.encoder import c_make_encoder, encode_basestring
+
+    _iterencode = c_make_encoder({}, _unserializable, encode_basestring, None, ":", ",",
+                                 False, False, True) if c_make_encoder else None
+except ImportError:  # pragma: no cover (a Python without the C accelerator)
+    _iterencode = None
+
+
 def _to_json(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value  # already serialized
+    if _iterencode is not None and isinstance(value, (dict, list)):
+        return "".join(_iterencode(value, 0)).encode("utf-8")
     return _json_encode(value).encode("utf-8")
 
 

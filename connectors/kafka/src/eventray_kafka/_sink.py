@@ -69,6 +69,8 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
         self._key_of = _key_function(self.config.key)
         self._producer: AIOKafkaProducer | None = None
         self._unkeyed = itertools.count()
+        self._partitions: dict[bytes, int] = {}  # murmur2 is slow in Python: keys repeat
+        self._partitioned_for: list[int] = []
         self.records = 0  # records the brokers acknowledged
         self.batches = 0  # partition batches sent
 
@@ -124,6 +126,9 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
         """Each event serialized, as (index, key, value, ts, headers), by partition."""
         encode, key_of, extra = self._encode, self._key_of, self.config.headers
         limit = self.config.max_request_size // 2
+        if len(self._partitions) > 10_000 or self._partitioned_for != partitions:
+            self._partitions, self._partitioned_for = {}, partitions
+        by_key = self._partitions
         unkeyed = partitions[next(self._unkeyed) % len(partitions)]
         out: dict[int, list[tuple[int, bytes | None, bytes | None, int, Any]]] = {}
         for index, event in enumerate(batch):
@@ -140,7 +145,12 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
             except Exception as exc:
                 failures.append((index, describe(exc)))
                 continue
-            partition = unkeyed if key is None else _partition_of(key, partitions, partitions)
+            if key is None:
+                partition = unkeyed
+            else:
+                partition = by_key.get(key, -1)
+                if partition < 0:
+                    partition = by_key[key] = _partition_of(key, partitions, partitions)
             out.setdefault(partition, []).append((index, key, value, ts, headers))
         return out
 
