@@ -17,7 +17,7 @@ Encoder = Callable[[Any], bytes | None]
 
 _decoder = json.JSONDecoder()
 _json_decode = _decoder.decode
-_scan_once = _decoder.scan_once
+_scan_once: Callable[[str, int], tuple[Any, int]] = getattr(_decoder, "scan_once")  # noqa: B009
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -51,13 +51,12 @@ def _unserializable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-try:  # the C encoder made once, not once per call as json.dumps does for containers
-    from json.encoder import c_make_encoder, encode_basestring
-
-    _iterencode = c_make_encoder({}, _unserializable, encode_basestring, None, ":", ",",
-                                 False, False, True) if c_make_encoder else None
-except ImportError:  # pragma: no cover (a Python without the C accelerator)
-    _iterencode = None
+# the C encoder made once, not once per call as json.dumps does for containers (None on a
+# Python without the C accelerator)
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_iterencode: Callable[[Any, int], Any] | None = _make_encoder(
+    {}, _unserializable, json.encoder.encode_basestring, None, ":", ",", False, False, True,
+) if _make_encoder else None
 
 
 def _to_json(value: Any) -> bytes:
