@@ -206,6 +206,7 @@ class KafkaSinkConfig(KafkaConnection):
     max_batch_size: PositiveInt = 256 * 1024
     max_request_size: PositiveInt = Field(default=1024 * 1024, gt=0, validate_default=True)
     enable_idempotence: bool = False
+    delivery_timeout_ms: PositiveInt = 120_000
 
     @field_validator("compression_type")
     @classmethod

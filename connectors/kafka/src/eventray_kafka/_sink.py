@@ -3,21 +3,33 @@
 ``write`` serializes the whole batch, appends its records to one aiokafka ``BatchBuilder``
 per partition (keyed records by the Java client's murmur2 partitioner, unkeyed ones all to
 one partition, taken in turn), hands those builders to the producer (``send_batch``) and
-waits for the brokers to acknowledge them, once per batch, never once per record. A value
-that does not serialize, a key field that is missing, or a batch the brokers refuse (after
-aiokafka's own retries, up to ``request_timeout_ms``) is a dead letter for those events
-only; the rest of the batch counts as written, and is durable when ``write`` returns.
+waits for the brokers to acknowledge them, once per batch, never once per record. A batch
+that fails for a reason that may pass (a broker away, a timeout) is sent again with backoff
+until ``delivery_timeout_ms``, so a broker that goes away for a while loses nothing (a retry
+may write a record twice, and may reorder it after later records of its partition). A
+value that does not serialize, a key field that is missing, a record over
+``max_request_size``, or a batch the brokers refuse for good is a dead letter for those
+events only; the rest of the batch counts as written, and is durable when ``write``
+returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -29,6 +41,18 @@ from ._config import KafkaSinkConfig
 from ._formats import encode_headers, encode_key, encoder
 
 _partition_of = DefaultPartitioner()
+log = logging.getLogger("eventray")
+
+# a record ready to send: (index in the batch, key, value, timestamp, headers)
+_Entry = tuple[int, bytes | None, bytes | None, int, Any]
+# a batch sent to a partition, its records and the future of its acknowledgement
+_Sent = tuple[int, list[_Entry], "asyncio.Future[Any]"]
+_TRANSIENT = (KafkaTimeoutError, KafkaConnectionError, NodeNotReadyError,
+              RequestTimedOutError)
+
+
+def _retriable(error: KafkaError) -> bool:
+    return bool(getattr(error, "retriable", False)) or isinstance(error, _TRANSIENT)
 
 
 def _key_function(key: str | Callable[[Any], Any] | None) -> Callable[[Event], Any]:
@@ -73,6 +97,7 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
         self._partitioned_for: list[int] = []
         self.records = 0  # records the brokers acknowledged
         self.batches = 0  # partition batches sent
+        self.retries = 0  # rounds of sending again what the brokers did not acknowledge
 
     def _make_producer(self) -> AIOKafkaProducer:
         config = self.config
@@ -106,23 +131,50 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
             raise translate(exc, self.kind, f"no metadata for topic {topic!r}") from exc
         failures: list[tuple[int, str]] = []
         records = self._records(batch, partitions, failures)
-        sent: list[tuple[list[int], asyncio.Future[Any]]] = []
+        sent: list[_Sent] = []
         for partition, entries in records.items():
-            await self._send(producer, partition, entries, sent, failures)
-        for indices, future in sent:
-            try:
-                await future
-            except KafkaError as exc:
-                error = f"{describe(exc)} (topic {topic!r})"
-                failures.extend((index, error) for index in indices)
-            else:
-                self.records += len(indices)
+            await self._send(producer, partition, entries, sent)
+        await self._acknowledged(producer, sent, failures)
         if failures:
             raise RejectedEvents(sorted(failures), kind=self.kind)
 
+    async def _acknowledged(self, producer: AIOKafkaProducer, sent: list[_Sent],
+                            failures: list[tuple[int, str]]) -> None:
+        """Wait for the brokers' acknowledgements. Batches that failed for a reason that may
+        pass (a broker away, a timeout, a leader moving) are sent again with backoff until
+        ``delivery_timeout_ms``; what still fails is added to ``failures``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.delivery_timeout_ms / 1000
+        attempt = 0
+        while sent:
+            again: list[tuple[int, list[_Entry]]] = []
+            error = ""
+            for partition, entries, future in sent:
+                try:
+                    await future
+                except KafkaError as exc:
+                    error = f"{describe(exc)} (topic {self.config.topic!r})"
+                    if _retriable(exc) and loop.time() < deadline:
+                        again.append((partition, entries))
+                    else:
+                        failures.extend((entry[0], error) for entry in entries)
+                else:
+                    self.records += len(entries)
+            sent = []
+            if not again:
+                return
+            attempt += 1
+            self.retries += 1
+            wait = min(self.config.retry_backoff_ms / 1000 * 2**attempt, 5.0)
+            wait = min(random.uniform(wait / 2, wait), max(0.0, deadline - loop.time()))
+            log.warning("%s: %d record(s) not acknowledged (%s); sending them again in "
+                        "%.2fs", self.kind, sum(len(e) for _, e in again), error, wait)
+            await asyncio.sleep(wait)
+            for partition, entries in again:
+                await self._send(producer, partition, entries, sent)
+
     def _records(self, batch: Sequence[Event], partitions: list[int],
-                 failures: list[tuple[int, str]]
-                 ) -> dict[int, list[tuple[int, bytes | None, bytes | None, int, Any]]]:
+                 failures: list[tuple[int, str]]) -> dict[int, list[_Entry]]:
         """Each event serialized, as (index, key, value, ts, headers), by partition."""
         encode, key_of, extra = self._encode, self._key_of, self.config.headers
         limit = self.config.max_request_size // 2
@@ -130,7 +182,7 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
             self._partitions, self._partitioned_for = {}, partitions
         by_key = self._partitions
         unkeyed = partitions[next(self._unkeyed) % len(partitions)]
-        out: dict[int, list[tuple[int, bytes | None, bytes | None, int, Any]]] = {}
+        out: dict[int, list[_Entry]] = {}
         for index, event in enumerate(batch):
             try:
                 value = encode(event.value)
@@ -161,21 +213,21 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
                              f"({self.config.max_request_size})")
 
     async def _send(self, producer: AIOKafkaProducer, partition: int,
-                    entries: list[tuple[int, bytes | None, bytes | None, int, Any]],
-                    sent: list[tuple[list[int], asyncio.Future[Any]]],
-                    failures: list[tuple[int, str]]) -> None:
+                    entries: list[_Entry], sent: list[_Sent]) -> None:
         """Append ``entries`` to builders of at most ``max_batch_size`` bytes and send each."""
         builder = producer.create_batch()
-        indices: list[int] = []
-        for index, key, value, ts, headers in entries:
+        chunk: list[_Entry] = []
+        for entry in entries:
+            _, key, value, ts, headers = entry
             if builder.append(key=key, value=value, timestamp=ts, headers=headers) is None:
-                if indices:
-                    sent.append((indices, await self._submit(producer, builder, partition)))
-                builder, indices = producer.create_batch(), []
+                if chunk:
+                    sent.append((partition, chunk, await self._submit(producer, builder,
+                                                                      partition)))
+                builder, chunk = producer.create_batch(), []
                 builder.append(key=key, value=value, timestamp=ts, headers=headers)
-            indices.append(index)
-        if indices:
-            sent.append((indices, await self._submit(producer, builder, partition)))
+            chunk.append(entry)
+        if chunk:
+            sent.append((partition, chunk, await self._submit(producer, builder, partition)))
 
     async def _submit(self, producer: AIOKafkaProducer, builder: Any,
                       partition: int) -> asyncio.Future[Any]:

@@ -92,6 +92,12 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         self.committed: Positions = {}  # what this source last committed, per partition
         self.dead_letters = 0
 
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this source owns now (none before ``start`` or in a rebalance)."""
+        consumer = self._consumer
+        return set(consumer.assignment()) if consumer is not None else set()
+
     def split(self, index: int, count: int) -> KafkaSource:
         """The source of one of ``count`` instances: a member of the same consumer group (the
         group shares the partitions between its members)."""

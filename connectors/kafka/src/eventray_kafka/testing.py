@@ -163,6 +163,7 @@ class KafkaBroker:
         """Stop the broker by its PID: SIGTERM, then SIGKILL after ``STOP_TIMEOUT`` s."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused broker cannot act on SIGTERM
             process.terminate()
             try:
                 process.wait(STOP_TIMEOUT)
@@ -172,6 +173,20 @@ class KafkaBroker:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): it stops answering, as a broker that went away does,
+        but keeps its data. ``resume`` brings it back."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused broker run again (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        if self.process is None:
+            raise RuntimeError("only a broker this object started can be paused")
+        self.process.send_signal(signum)
 
     def __enter__(self) -> KafkaBroker:
         return self.start()
