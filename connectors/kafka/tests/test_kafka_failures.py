@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka_helpers import GROUP_TIMEOUTS, orders, until
 
 import eventray as er
 from eventray_kafka import KafkaSink, KafkaSource
 from eventray_kafka.testing import KafkaBroker
-
-from .helpers import GROUP_TIMEOUTS, orders, until
 
 
 async def test_a_broker_away_mid_stream_loses_nothing(kafka: KafkaBroker, topic: str) -> None:

@@ -6,11 +6,10 @@ import json
 import uuid
 
 import pytest
+from kafka_helpers import orders
 
 import eventray as er
 from eventray_kafka.testing import KafkaBroker
-
-from .helpers import orders
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 

@@ -60,14 +60,18 @@ def state_positions(state: Any) -> Positions:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, source: KafkaSource) -> None:
+    """Called by aiokafka around a rebalance (the first assignment happens while ``start``
+    still runs, so the listener holds the consumer itself)."""
+
+    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer) -> None:
         self.source = source
+        self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.source._revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.source._assigned(assigned)
+        self.source._assigned(assigned, self.consumer)
 
 
 class KafkaSource(BaseSource[KafkaSourceConfig]):
@@ -126,7 +130,7 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         if self.config.group_id is None:
             consumer.subscribe(topics)  # no group: every partition is this source's
         else:
-            consumer.subscribe(topics, listener=_Rebalance(self))
+            consumer.subscribe(topics, listener=_Rebalance(self, consumer))
         return consumer
 
     async def start(self) -> None:
@@ -137,7 +141,7 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         self._consumer = await start_client(self._make_consumer, self.config, kind=self.kind,
                                             timeout=self.config.start_timeout_ms / 1000)
         if self.config.group_id is None:
-            self._assigned(set(self._consumer.assignment()))
+            self._assigned(set(self._consumer.assignment()), self._consumer)
 
     def _revoked(self, revoked: set[TopicPartition]) -> None:
         """A rebalance begins: nothing is committed; remember where kept partitions were."""
@@ -147,17 +151,15 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         if revoked:
             log.info("%s: partitions revoked: %s", self.kind, _names(revoked))
 
-    def _assigned(self, assigned: set[TopicPartition]) -> None:
+    def _assigned(self, assigned: set[TopicPartition], consumer: AIOKafkaConsumer) -> None:
         """Partitions assigned: seek restored ones to their checkpoint, kept ones to where
         they were; the rest start from the group's committed offset."""
-        consumer = self._consumer
         for tp in assigned:
             offset = self._restored.pop(tp, None)
             if offset is None:
                 offset = self._kept.get(tp)
             if offset is not None:
-                if consumer is not None:
-                    consumer.seek(tp, offset)
+                consumer.seek(tp, offset)
                 self._positions[tp] = offset
         self._kept.clear()
         if assigned:
@@ -223,7 +225,7 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         self._restored = state_positions(state)
         if self._consumer is not None:
             owned = set(self._consumer.assignment())
-            self._assigned(owned & set(self._restored))
+            self._assigned(owned & set(self._restored), self._consumer)
 
     async def commit(self, state: Any) -> None:
         """Commit exactly the offsets of ``state`` (a snapshot) for the partitions this source
