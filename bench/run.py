@@ -22,6 +22,7 @@ if __package__ in (None, ""):
 
 from .checkpoints import w6
 from .harness import Options, Row, Workload, append_results, emit, medians
+from .kafka import w2
 from .ray_delivery import w4
 from .streams import w1, w3, w5
 from .topics import t1
@@ -39,6 +40,7 @@ class Spec:
 WORKLOADS: dict[str, Spec] = {
     "T1": Spec(t1, 1_000_000, ("memory",)),
     "W1": Spec(w1, 1_000_000, ("memory", "ray"), (1, 2)),
+    "W2": Spec(w2, 200_000, ("memory", "ray")),
     "W3": Spec(w3, 1_000_000, ("memory", "ray")),
     "W4": Spec(w4, 100_000, ("ray",)),
     "W5": Spec(w5, 100_000, ("memory", "ray"), (1, 2)),

@@ -1,0 +1,14 @@
+"""Kafka connectors for eventray on aiokafka: ``kafka-source`` and ``kafka-sink``; a test
+broker in ``eventray_kafka.testing``."""
+
+from ._config import KafkaConnection, KafkaSinkConfig, KafkaSourceConfig
+from ._sink import KafkaSink
+from ._source import KafkaSource
+
+__all__ = [
+    "KafkaConnection",
+    "KafkaSink",
+    "KafkaSinkConfig",
+    "KafkaSource",
+    "KafkaSourceConfig",
+]

@@ -1,0 +1,266 @@
+"""``kafka-source``: records of Kafka topics as events, read in batches with ``getmany``.
+
+Positions. The source's position is, per partition, the offset of the next record to hand
+out: ``read`` advances it past every record it returns, so ``snapshot`` (taken between reads)
+covers exactly what the stream was given. ``restore`` seeks there. ``commit(state)`` commits
+the offsets of a snapshot to the consumer group: the runtime calls it once a checkpoint
+holding that snapshot is durable. Offsets are never auto-committed. When nothing called
+``commit`` during a run and the source was drained (``stop_reading``, then ``read`` returned
+None), ``stop`` commits what was handed out (``commit_on_drain``).
+
+Rebalances. Revoked partitions commit nothing: whoever gets them next starts from the last
+committed offset, so a record handed out but not yet committed is read again (at-least-once),
+and none is skipped. A partition this source keeps through a rebalance continues where it
+was (aiokafka would otherwise rewind it to the committed offset). ``commit`` only commits
+partitions the source still owns.
+
+Bad input. A record whose value (or key) does not decode comes back from ``read`` as an
+event whose value is an ``er.DeadLetter`` naming the topic, partition and offset; the
+stream sends it to the dead-letter topic and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from eventray import BaseSource, ConfigError, DeadLetter, Event
+from eventray.spi import describe
+
+from ._client import connection_options, start_client, translate
+from ._config import KafkaSourceConfig
+from ._formats import decode_headers, decoder
+
+log = logging.getLogger("eventray")
+
+Positions = dict[TopicPartition, int]
+
+
+def positions_state(positions: Mapping[TopicPartition, int]) -> dict[str, dict[int, int]]:
+    """Positions as a snapshot: ``{topic: {partition: next offset}}``."""
+    state: dict[str, dict[int, int]] = {}
+    for tp, offset in sorted(positions.items()):
+        state.setdefault(tp.topic, {})[tp.partition] = offset
+    return state
+
+
+def state_positions(state: Any) -> Positions:
+    """A snapshot as positions (None: no position)."""
+    if state is None:
+        return {}
+    if not isinstance(state, Mapping):
+        raise TypeError(f"a kafka-source position is a dict of topics, not {state!r:.80}")
+    return {TopicPartition(topic, int(partition)): int(offset)
+            for topic, offsets in state.items() for partition, offset in offsets.items()}
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Called by aiokafka around a rebalance (the first assignment happens while ``start``
+    still runs, so the listener holds the consumer itself)."""
+
+    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer) -> None:
+        self.source = source
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.source._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.source._assigned(assigned, self.consumer)
+
+
+class KafkaSource(BaseSource[KafkaSourceConfig]):
+    """One event per record: value decoded by ``value_format`` (or ``deserializer``), key by
+    ``key_format``, ``ts`` the record's timestamp, ``headers`` its headers and ``position``
+    ``(topic, partition, offset)``."""
+
+    kind = "kafka-source"
+    config_type = KafkaSourceConfig
+
+    def __init__(self, config: Any = None, /, **fields: Any) -> None:
+        super().__init__(config, **fields)
+        self._decode = decoder(self.config.value_format, self.config.deserializer)
+        self._decode_key = decoder(self.config.key_format)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._positions: Positions = {}  # next offset to hand out, per owned partition
+        self._restored: Positions = {}  # from restore(), applied at the next assignment
+        self._kept: Positions = {}  # positions of partitions revoked by a rebalance in progress
+        self._stopping = False
+        self._drained = False
+        self.commits = 0  # commit() calls that reached the group
+        self.committed: Positions = {}  # what this source last committed, per partition
+        self.dead_letters = 0
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this source owns now (none before ``start`` or in a rebalance)."""
+        consumer = self._consumer
+        return set(consumer.assignment()) if consumer is not None else set()
+
+    def split(self, index: int, count: int) -> KafkaSource:
+        """The source of one of ``count`` instances: a member of the same consumer group (the
+        group shares the partitions between its members)."""
+        if self.config.group_id is None:
+            raise ConfigError("set a group_id to read with more than one instance: the "
+                              "members of a consumer group share its partitions",
+                              kind=self.kind, field="group_id")
+        return type(self)(self.config)
+
+    def _options(self) -> dict[str, Any]:
+        config = self.config
+        return dict(
+            connection_options(config),
+            group_id=config.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if config.from_beginning else "latest",
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
+            max_partition_fetch_bytes=config.max_partition_fetch_bytes,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+        )
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(**self._options())
+        topics = self.config.topics
+        if self.config.group_id is None:
+            consumer.subscribe(topics)  # no group: every partition is this source's
+        else:
+            consumer.subscribe(topics, listener=_Rebalance(self, consumer))
+        return consumer
+
+    async def start(self) -> None:
+        """Connect (retrying ``connect_retries`` times), join the group and wait for its
+        partitions; a clear ``ConnectorError`` if the brokers cannot be reached."""
+        if self._consumer is not None:
+            return
+        self._consumer = await start_client(self._make_consumer, self.config, kind=self.kind,
+                                            timeout=self.config.start_timeout_ms / 1000)
+        if self.config.group_id is None:
+            self._assigned(set(self._consumer.assignment()), self._consumer)
+
+    def _revoked(self, revoked: set[TopicPartition]) -> None:
+        """A rebalance begins: nothing is committed; remember where kept partitions were."""
+        for tp in revoked:
+            if tp in self._positions:
+                self._kept[tp] = self._positions.pop(tp)
+        if revoked:
+            log.info("%s: partitions revoked: %s", self.kind, _names(revoked))
+
+    def _assigned(self, assigned: set[TopicPartition], consumer: AIOKafkaConsumer) -> None:
+        """Partitions assigned: seek restored ones to their checkpoint, kept ones to where
+        they were; the rest start from the group's committed offset."""
+        for tp in assigned:
+            offset = self._restored.pop(tp, None)
+            if offset is None:
+                offset = self._kept.get(tp)
+            if offset is not None:
+                consumer.seek(tp, offset)
+                self._positions[tp] = offset
+        self._kept.clear()
+        if assigned:
+            log.info("%s: partitions assigned: %s", self.kind, _names(assigned))
+
+    async def read(self, max_events: int) -> Sequence[Event] | None:
+        if self._stopping:
+            self._drained = True
+            return None
+        if self._consumer is None:
+            await self.start()
+        assert self._consumer is not None
+        try:
+            batches = await self._consumer.getmany(timeout_ms=self.config.poll_timeout_ms,
+                                                   max_records=max_events)
+        except KafkaError as exc:
+            raise translate(exc, self.kind, "reading failed") from exc
+        events: list[Event] = []
+        positions = self._positions
+        for tp, records in batches.items():
+            events.extend(self._events(records))
+            positions[tp] = records[-1].offset + 1
+        return events
+
+    def _events(self, records: list[ConsumerRecord[bytes, bytes]]) -> list[Event]:
+        decode, decode_key = self._decode, self._decode_key
+        events = []
+        for record in records:
+            try:
+                value = record.value
+                key = record.key
+                events.append(Event(
+                    decode(value) if value is not None else None,
+                    decode_key(key) if key is not None else None,
+                    record.timestamp,
+                    decode_headers(record.headers) if record.headers else None,
+                    (record.topic, record.partition, record.offset),
+                ))
+            except Exception as exc:
+                events.append(self._dead_letter(record, exc))
+        return events
+
+    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: Exception) -> Event:
+        self.dead_letters += 1
+        where = f"topic {record.topic!r}, partition {record.partition}, offset {record.offset}"
+        letter = DeadLetter(record.value, f"{describe(error)} ({where})", self.kind,
+                            record.key, record.timestamp)
+        position = (record.topic, record.partition, record.offset)
+        return Event(letter, record.key, record.timestamp, None, position)
+
+    def stop_reading(self) -> None:
+        """A drain: the read in progress returns what it fetched, later reads None."""
+        self._stopping = True
+
+    def snapshot(self) -> dict[str, dict[int, int]]:
+        """``{topic: {partition: next offset}}`` of what was handed out, per partition this
+        source owns."""
+        return positions_state(self._positions)
+
+    def restore(self, state: Any) -> None:
+        """Resume from a ``snapshot``: owned partitions seek there now, others when they are
+        assigned (the first time only; later they start from the committed offset)."""
+        self._restored = state_positions(state)
+        if self._consumer is not None:
+            owned = set(self._consumer.assignment())
+            self._assigned(owned & set(self._restored), self._consumer)
+
+    async def commit(self, state: Any) -> None:
+        """Commit exactly the offsets of ``state`` (a snapshot) for the partitions this source
+        still owns; without a group there is nothing to commit to."""
+        consumer = self._consumer
+        if consumer is None or self.config.group_id is None:
+            return
+        owned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in state_positions(state).items()
+                   if tp in owned and self.committed.get(tp) != offset}
+        self.commits += 1
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            raise translate(exc, self.kind, f"committing {_names(offsets)}") from exc
+        self.committed.update(offsets)
+
+    async def stop(self) -> None:
+        """Commit what was handed out if the source was drained and nothing else committed
+        (``commit_on_drain``), then leave the group and close."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            if self._drained and self.config.commit_on_drain and self.commits == 0:
+                self._consumer = consumer
+                try:
+                    await self.commit(self.snapshot())
+                finally:
+                    self._consumer = None
+        finally:
+            await consumer.stop()
+
+
+def _names(partitions: Any) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions))
