@@ -296,3 +296,18 @@ async def test_a_second_close_waits_for_the_first(make_bus: Callable[[], er.Bus]
     await asyncio.wait_for(bus.close(), 30)
     assert got == list(range(300))
     await first
+
+
+class NeverStarts(er.BaseSource[er.ConnectorConfig]):
+    """A source whose service is not there: start() always fails."""
+
+    kind = "never-starts"
+
+    async def start(self) -> None:
+        raise ConnectionRefusedError("nothing listens on 127.0.0.1:1")
+
+
+async def test_a_source_that_cannot_start_fails_its_stage(bus: er.Bus) -> None:
+    job = await bus.from_source(NeverStarts()).sink(lambda v: None).run()
+    with pytest.raises(er.StageFailed, match="nothing listens"):
+        await asyncio.wait_for(job.wait(), 30)

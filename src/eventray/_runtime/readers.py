@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eventray")
 
+START_ATTEMPTS = 3  # a source connector whose start() fails this often fails its stage
+
 
 class Reader(ABC):
     """The source end of a stream."""
@@ -299,6 +301,8 @@ class ConnectorReader(Reader):
                                 describe(exc))
                     return None
                 failures += 1
+                if not self._started and failures >= START_ATTEMPTS:
+                    raise  # a source that never started (a wrong address) fails the stage
                 wait = random.uniform(0, min(30.0, 0.1 * 2**failures))
                 log.warning("%s failed (%s); retrying in %.2fs", self.name, describe(exc), wait)
                 await self._sleep(wait)

@@ -117,3 +117,31 @@ async def test_a_stage_killed_during_a_checkpoint_is_restored() -> None:
         await asyncio.wait_for(job.wait(), 60)
     assert last == EXPECTED
     assert coordinator.last_id > in_flight  # checkpoints went on after the restore
+
+
+@pytest.mark.parametrize("field", ["replay_batches", "max_restarts"])
+def test_bad_failover_options_fail_at_connect(field: str) -> None:
+    with pytest.raises(er.ConfigError) as info:
+        er.connect("ray", **{field: 0})
+    assert info.value.field == field
+
+
+async def test_a_stage_that_dies_past_max_restarts_fails_the_job() -> None:
+    namespace = f"failover-{uuid.uuid4().hex[:8]}"
+    async with er.connect("ray", namespace=namespace, max_restarts=1) as bus:
+        job = await (
+            bus.from_source(ListSource(values=list(range(N)))).map(paced)
+            .map(lambda x: (x % KEYS, x)).key_by(lambda kv: kv[0])
+            .reduce(lambda a, b: (a[0], a[1] + b[1])).sink(lambda kv: None)
+            .run("failover", parallelism=2, checkpoint_interval=0.2,
+                 checkpoint_store=er.MemoryStore())
+        )
+        for restarts in (1, 2):
+            for _ in range(400):
+                if job.metrics().get("failover.reduce.0", {}).get("restarts") == restarts - 1:
+                    break
+                await asyncio.sleep(0.02)
+            ray.kill(ray.get_actor("failover.reduce.0", namespace=namespace),
+                     no_restart=False)
+        with pytest.raises(er.StageFailed, match=r"failover\.reduce\.0"):
+            await asyncio.wait_for(job.wait(), 60)

@@ -30,7 +30,9 @@ class RayTransport:
     killed when it closes; a Ray it joined is left running. ``connect_timeout`` bounds the
     wait for Ray (a Ray client, whose cluster starts a server per client and sometimes fails
     to under load, gets up to three attempts of that length); losing a joined cluster makes
-    every later operation a ``TransportError``.
+    every later operation a ``TransportError``. For checkpointed jobs, ``replay_batches`` is
+    what each channel between stages keeps for replay and ``max_restarts`` how often a stage
+    actor that died is restored before the job fails.
     """
 
     name = "ray"
@@ -50,12 +52,15 @@ class RayTransport:
         credits: int = 4,
         event_window: int = 64,
         connect_timeout: float = 30.0,
+        replay_batches: int = 128,
+        max_restarts: int = 5,
     ) -> None:
         self.options = RayOptions(
             address=parse_url(url), namespace=namespace, num_cpus=num_cpus,
             stage_num_cpus=stage_num_cpus, runtime_env=runtime_env, queue_size=queue_size,
             queue_batches=queue_batches, credits=credits, event_window=event_window,
-            connect_timeout=connect_timeout,
+            connect_timeout=connect_timeout, replay_batches=replay_batches,
+            max_restarts=max_restarts,
         )
         self._session: RaySession | None = None
 
