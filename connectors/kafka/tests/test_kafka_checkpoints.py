@@ -77,18 +77,19 @@ async def test_offsets_follow_checkpoints_and_a_killed_driver_resumes_exactly(
     args = [sys.executable, str(script), kafka.bootstrap_servers, topic, group, str(out),
             str(store)]
     env = {**os.environ}
-    first = subprocess.Popen([*args, "fresh", str(N)], env=env, stdout=subprocess.DEVNULL)
+    first = await asyncio.create_subprocess_exec(*args, "fresh", str(N), env=env,
+                                                 stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while len(_checkpoints(store)) < 2 or not sum(
             (await kafka.committed(group, topic)).values()
         ):
-            assert first.poll() is None, "the program ended before it could be killed"
+            assert first.returncode is None, "the program ended before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint and commit within 60s"
             await asyncio.sleep(0.1)
     finally:
         first.send_signal(signal.SIGKILL)
-        first.wait()
+        await first.wait()
     committed = sum((await kafka.committed(group, topic)).values())
     assert 0 < committed < N  # killed mid-stream, having committed checkpointed offsets
     second = await asyncio.to_thread(subprocess.run, [*args, "resume", str(N)], env=env,
