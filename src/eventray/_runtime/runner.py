@@ -240,8 +240,7 @@ class StageRunner:
         return max(0.0, min(waits)) if waits else None
 
     async def _from_inbox(self, inbox: Inbox) -> None:
-        ends = 0
-        while ends < self.expected_ends:
+        while len(self._senders_ended) < self.expected_ends:
             items = await self._get(inbox)
             if items is None:
                 return
@@ -258,7 +257,6 @@ class StageRunner:
                     pending = []
                 if type(item) is End:
                     if item.sender not in self._senders_ended:  # not again, after a restore
-                        ends += 1
                         self._senders_ended.add(item.sender)
                         await self._check_aligned(inbox)
                 elif type(item) is Barrier:
@@ -355,6 +353,7 @@ class StageRunner:
             "reader": self.reader.snapshot() if self.reader is not None else None,
             "ops": [op.snapshot() for op in self.ops],
             "emitter": self.emitter.snapshot() if emitter else None,
+            "ended": sorted(self._senders_ended),  # their End is not sent again
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -365,6 +364,7 @@ class StageRunner:
             op.restore(op_state)
         if state.get("emitter") is not None:
             self.emitter.restore(state["emitter"])
+        self._senders_ended = set(state.get("ended", ()))
 
     def restore_bytes(self, data: bytes, checkpoint_id: int) -> None:
         """Resume from the part of checkpoint ``checkpoint_id`` this instance wrote."""

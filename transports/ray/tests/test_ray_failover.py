@@ -145,3 +145,44 @@ async def test_a_stage_that_dies_past_max_restarts_fails_the_job() -> None:
                      no_restart=False)
         with pytest.raises(er.StageFailed, match=r"failover\.reduce\.0"):
             await asyncio.wait_for(job.wait(), 60)
+
+
+async def paced_both(x: int) -> int:
+    if x % 200 < 2:
+        await asyncio.sleep(0.01)  # both halves of a split source take about 3 s
+    return x
+
+
+async def test_a_restored_stage_with_two_inputs_replays_them_as_it_took_them() -> None:
+    """The killed keyed stage takes from two source instances (even and odd numbers, so their
+    batches hold different keys), interleaved as they come; a keyed stage after it counts
+    what it emits. Restored, it takes the replayed batches in the order it had taken them, so
+    it emits again what it emitted before, and the stage after it drops exactly that: its
+    counts are exact."""
+    namespace = f"failover-{uuid.uuid4().hex[:8]}"
+    keys = 6  # even numbers have even keys
+    expected = {k: (len(range(k, N, keys)), sum(range(k, N, keys))) for k in range(keys)}
+    last: dict[int, tuple[int, int]] = {}
+    async with er.connect("ray", namespace=namespace) as bus:
+        job = await (
+            bus.from_source(ListSource(values=list(range(N)))).set_parallelism(2)
+            .map(paced_both).map(lambda x: (x % keys, x)).key_by(lambda kv: kv[0])
+            .reduce(lambda a, b: (a[0], a[1] + b[1]), name="sums")
+            .map(lambda kv: (kv[0], 1, kv[1])).key_by(lambda t: t[0])
+            .reduce(lambda a, b: (a[0], a[1] + b[1], max(a[2], b[2])), name="counts")
+            .sink(lambda t: last.__setitem__(t[0], (t[1], t[2])))
+            .run("failover", parallelism=2, checkpoint_interval=1.0, batch_size=500,
+                 checkpoint_store=er.MemoryStore())
+        )
+        victim = "failover.sums+map+key_by.0"
+        for _ in range(200):
+            if min(m.get("checkpoint_completed", 0) for m in job.metrics().values()) >= 1:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)  # well into the next checkpoint's interval
+        assert not job.done
+        ray.kill(ray.get_actor(victim, namespace=namespace), no_restart=False)
+        await asyncio.wait_for(job.wait(), 60)
+        restarts = {n: m["restarts"] for n, m in job.metrics().items()}
+    assert restarts[victim] == 1
+    assert last == expected

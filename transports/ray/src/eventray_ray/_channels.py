@@ -1,18 +1,23 @@
 """The channels between stage actors, and what failover needs of them.
 
 A push from one stage instance to another carries a header: the sender's epoch (how many times
-it was restored), the sequence number its epoch started at, the push's sequence number, and
-the channel offset (the records the sender put on this channel before, over the whole job).
+it was restored) and the sequence number that epoch started at, the push's sequence number,
+the channel offset (the records the sender put on this channel before, over the whole job),
+the channel's replay generation, and, for a push sent again, the place the receiver gave it.
 The receiver admits each sender's pushes in sequence order (async actors run calls in any
 order) and drops what it already has: a restored sender sends again what it sent since its
-checkpoint (dropped by offset, so batch boundaries may differ), and a restored receiver is
-sent again everything since its checkpoint from its senders' replay buffers.
+checkpoint (dropped by offset, so batch boundaries may differ).
 
 The sender keeps what it pushed since the last complete checkpoint in a bounded replay buffer:
 when it is half full the sender asks for a checkpoint, and when it is full the sender waits
 (backpressure). A push that fails because the receiving actor died is not an error while
-checkpoints are on: the buffer has it, and ``replay`` sends it again once the job restored
-the receiver.
+checkpoints are on: the buffer has it. To restore a receiver, the job first has every sender
+start a new replay generation (``prepare_replay``: pushes of the old one are dropped, new ones
+wait in the buffer), opens the receiver with the places its pushes had been given (each push
+returns its place in the receiver's input), then has the senders send their buffers again
+(``replay``). The restored receiver takes the pushes it had before in the order it had them,
+so it computes the same output again, however its inputs interleaved, and what follows it
+can drop what it already has by offset.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from eventray.spi import Barrier, Batch, End
 
 log = logging.getLogger("eventray")
 
-Header = tuple[int, int, int, int]  # epoch, epoch's first seq, seq, offset
+# epoch, the epoch's first seq, seq, offset, replay generation, place (-1: not sent before)
+Header = tuple[int, int, int, int, int, int]
 
 
 @dataclass
@@ -43,6 +49,7 @@ class SenderState:
     admitted: int = 0  # records taken from this sender, over the whole job
     last_barrier: int = 0
     ended: bool = False
+    generation: int = 0  # pushes of older replay generations are dropped
 
 
 class ChannelsIn:
@@ -51,18 +58,31 @@ class ChannelsIn:
     def __init__(self) -> None:
         self._senders: dict[str, SenderState] = {}
         self._parked: dict[tuple[str, int, int], asyncio.Future[bool]] = {}
+        self.taken = 0  # pushes the inbox took: the place the next one gets
+        self._replayed: deque[int] = deque()  # places of pushes to take again, in order
+        self._turn = asyncio.Event()  # the head of _replayed was taken
+
+    def expect(self, generations: dict[str, int], places: list[int]) -> None:
+        """A restore: pushes of replay generations before ``generations`` are dropped, and
+        the pushes that had ``places`` (from this state's ``taken`` on) are taken first, in
+        that order, before anything else."""
+        for sender, generation in generations.items():
+            self._senders.setdefault(sender, SenderState()).generation = generation
+        self._replayed = deque(sorted(p for p in set(places) if p >= self.taken))
 
     async def admit(self, sender: str, header: Header) -> SenderState | None:
-        """Wait for the turn of this push; None if it belongs to an epoch that is over."""
-        epoch, start, seq, _ = header
+        """Wait for the turn of this push; None if it is to be dropped (an epoch or a replay
+        generation that is over, or a sequence number already taken)."""
+        epoch, start, seq, _, generation, place = header
         state = self._senders.get(sender)
         if state is None:
             state = self._senders[sender] = SenderState(epoch, start)
         if epoch > state.epoch:  # the sender was restored: it numbers its pushes anew
             state.epoch, state.next_seq = epoch, start
-            for key in [k for k in self._parked if k[0] == sender and k[1] < epoch]:
-                self._parked.pop(key).set_result(False)
-        if epoch < state.epoch or seq < state.next_seq:
+            self._unpark(sender, lambda key: key[1] < epoch)
+        if generation > state.generation:
+            state.generation = generation
+        if epoch < state.epoch or generation < state.generation or seq < state.next_seq:
             return None
         if seq > state.next_seq:
             if (sender, epoch, seq) in self._parked:  # sent again while the first waits
@@ -72,18 +92,31 @@ class ChannelsIn:
             if not await parked:
                 return None
             state = self._senders[sender]
+        while self._replayed and self._replayed[0] != place:  # the replay's order first
+            await self._turn.wait()
         return state
 
-    def done(self, sender: str, header: Header) -> None:
-        """Let the sender's next push in."""
-        epoch, _, seq, _ = header
+    def _unpark(self, sender: str, which: Callable[[tuple[str, int, int]], bool]) -> None:
+        for key in [k for k in self._parked if k[0] == sender and which(k)]:
+            self._parked.pop(key).set_result(False)
+
+    def done(self, sender: str, header: Header, taken: bool) -> int:
+        """Let the sender's next push in; the place this push got if ``taken``, else -1."""
+        epoch, _, seq, _, _, place = header
         state = self._senders[sender]
-        if state.epoch != epoch:
-            return
-        state.next_seq = seq + 1
-        waiting = self._parked.pop((sender, epoch, seq + 1), None)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(True)
+        if state.epoch == epoch:
+            state.next_seq = seq + 1
+            waiting = self._parked.pop((sender, epoch, seq + 1), None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(True)
+        if not taken:
+            return -1
+        if self._replayed and self._replayed[0] == place:
+            self._replayed.popleft()
+            self._turn.set()
+            self._turn = asyncio.Event()
+        self.taken += 1
+        return self.taken - 1
 
     @staticmethod
     def unseen(state: SenderState, header: Header, items: list[Any]) -> tuple[list[Any], int]:
@@ -122,12 +155,14 @@ class ChannelsIn:
             skip = 0
         return kept, admitted
 
-    def snapshot(self) -> dict[str, tuple[int, ...]]:
-        return {sender: astuple(state) for sender, state in self._senders.items()}
+    def snapshot(self) -> dict[str, Any]:
+        return {"taken": self.taken,
+                "senders": {sender: astuple(state) for sender, state in self._senders.items()}}
 
-    def restore(self, saved: dict[str, tuple[int, ...]]) -> None:
-        self._senders = {sender: SenderState(*values)  # type: ignore[arg-type]
-                         for sender, values in saved.items()}
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.taken = saved["taken"]
+        self._senders = {sender: SenderState(*values) for sender, values in
+                         saved["senders"].items()}
 
 
 class Receiver(ABC):
@@ -141,6 +176,11 @@ class Receiver(ABC):
 
     async def settle(self) -> None:
         """Wait until everything sent was received."""
+
+    def prepare_replay(self) -> tuple[int, list[int]]:
+        """The receiver is being restored: start a new replay generation and hold what is
+        sent; the generation, and the places the pushes to send again had."""
+        return 0, []
 
     async def replay(self) -> None:
         """The receiver was restored: send again what it may not have."""
@@ -177,9 +217,10 @@ class ActorReceiver(Receiver):
         self.offset = 0
         self.capacity = replay_batches
         self._hurry = hurry
-        self._buffer: deque[tuple[Header, list[Any]]] = deque()
+        # header, items, and the place the receiver gave it (-1: not known)
+        self._buffer: deque[list[Any]] = deque()
         self._barriers: dict[int, int] = {}  # checkpoint id -> seq of its barrier
-        self._in_flight: deque[tuple[Any, int]] = deque()  # (call, generation)
+        self._in_flight: deque[tuple[Any, int, list[Any] | None]] = deque()
         self._generation = 0  # replays so far: a failed call of an older one is replayed
         self._down = False  # the receiver died: pushes wait in the buffer for replay
         self._replaying = False  # replay() sends the buffer, what is sent meanwhile too
@@ -195,16 +236,18 @@ class ActorReceiver(Receiver):
         if type(first) is Batch:
             size = sum(len(batch) for batch in items)
             await self._room()
-        header = (self.epoch, self.start, self.seq, self.offset)
+        header = (self.epoch, self.start, self.seq, self.offset, self._generation, -1)
         self.seq += 1
         self.offset += size
+        entry = None
         if self.capacity is not None:
-            self._buffer.append((header, items))
+            entry = [header, items, -1]
+            self._buffer.append(entry)
             if type(first) is Barrier:
                 self._barriers[first.id] = header[2]
             if self._replaying:  # the replay sends it, after what came before it
                 return
-        await self._push(header, items)
+        await self._push(header, items, entry)
 
     async def _room(self) -> None:
         """Backpressure from a full replay buffer (after asking for a checkpoint)."""
@@ -216,19 +259,23 @@ class ActorReceiver(Receiver):
             self._changed.clear()
             await self._changed.wait()
 
-    async def _push(self, header: Header, items: list[Any], *, replay: bool = False) -> None:
+    async def _push(self, header: Header, items: list[Any], entry: list[Any] | None, *,
+                    replay: bool = False) -> None:
         while len(self._in_flight) >= self.credits:
             await self._settle_one()
         if self._replaying and not replay:
             return  # a replay began while this waited: it sends this too, in order
         if not self._down:
+            header = (*header[:4], self._generation, header[5])
             call = self.handle.push.remote(self.sender, header, items)
-            self._in_flight.append((call, self._generation))
+            self._in_flight.append((call, self._generation, entry))
 
     async def _settle_one(self) -> None:
-        call, generation = self._in_flight.popleft()
+        call, generation, entry = self._in_flight.popleft()
         try:
-            await call
+            place = await call
+            if entry is not None and place >= 0:
+                entry[2] = place
         except RayActorError:
             if self.capacity is None:
                 raise
@@ -245,21 +292,33 @@ class ActorReceiver(Receiver):
             else:
                 await self._settle_one()
 
-    async def replay(self) -> None:
-        """The receiver was restored: send what the buffer holds again, and what is sent
-        meanwhile after it, in order (live sends wait in the buffer until it is done)."""
-        self._down = False
+    def prepare_replay(self) -> tuple[int, list[int]]:
         self._generation += 1
+        self._replaying = True  # from now on sends wait in the buffer for replay()
+        self._down = False
         self._in_flight.clear()
+        places = []
+        for _, _, place in self._buffer:
+            if place < 0:  # unknown from here on: what follows goes after the known ones
+                break
+            places.append(place)
+        return self._generation, places
+
+    async def replay(self) -> None:
+        """Send what the buffer holds again, with the places the receiver had given it (up
+        to the first unknown one), and what is sent meanwhile after it, in order."""
         self._changed.set()
-        self._replaying = True
+        numbered = True
         try:
             cursor = self._buffer[0][0][2] if self._buffer else self.seq
             while self._buffer and cursor <= self._buffer[-1][0][2]:
                 index = max(0, cursor - self._buffer[0][0][2])  # seqs in the buffer are
-                header, items = self._buffer[index]  # consecutive; trims only drop the head
+                entry = self._buffer[index]  # consecutive; trims only drop the head
+                header, items, place = entry
+                numbered = numbered and place >= 0
                 cursor = header[2] + 1
-                await self._push(header, items, replay=True)
+                await self._push((*header[:5], place if numbered else -1), items, entry,
+                                 replay=True)
         finally:
             self._replaying = False
 

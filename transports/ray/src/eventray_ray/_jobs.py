@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -251,9 +252,9 @@ class RayJob(JobBackend):
                     for i in range(upstream.parallelism):
                         sender = self._actor_name(upstream, i)
                         self._local_tasks.append(self._tasks.spawn(
-                            self._watch_local_pull(runner.name, sender, inbox.pull(
-                                self._actors[sender], sender, output, index, plan.batch_size,
-                                self)),
+                            self._watch_local_pull(runner.name, sender, functools.partial(
+                                inbox.pull, self._actors[sender], sender, output, index,
+                                plan.batch_size, self)),
                             name=f"{runner.name}<{i}",
                         ))
 
@@ -283,9 +284,9 @@ class RayJob(JobBackend):
         return False
 
     async def _watch_local_pull(self, stage: str, sender: str,
-                                pulling: Coroutine[Any, Any, None]) -> None:
+                                pull: Callable[[], Awaitable[None]]) -> None:
         try:
-            await pulling
+            await pull()
         except Exception as exc:
             if is_ray_failure(exc):  # the actor taken from died: it is the stage that failed
                 failure = failed(sender, f"{stage} taking from it", exc, self.plan.name)
@@ -346,8 +347,19 @@ class RayJob(JobBackend):
                         epoch)
             handle = self._actors[name]
             await self._until_alive(name)
+            generations: dict[str, int] = {}
+            places: list[int] = []
+            for sender in self._senders_to(name):
+                if sender in self._actors:
+                    with ray_errors(f"preparing the replay to {name}"):
+                        generation, held = await self._actors[sender].prepare_replay.remote(name)
+                else:
+                    generation, held = self._local_emitter(sender).prepare_replay(name)
+                generations[sender] = generation
+                places += held
             with ray_errors(f"restoring {name}"):
-                await handle.open.remote(self._specs[name], state, checkpoint_id, epoch)
+                await handle.open.remote(self._specs[name], state, checkpoint_id, epoch,
+                                         generations, places)
             self._runs[name] = handle.run.remote()
             self._reporting[name] = self._tasks.spawn(self._take_reports(name),
                                                       name=f"reports<{name}")
@@ -358,10 +370,14 @@ class RayJob(JobBackend):
                 if sender in self._actors:
                     with ray_errors(f"replaying to {name}"):
                         await self._actors[sender].replay_to.remote(name)
-                    continue
-                for runner in self._local:
-                    if runner.name == sender and isinstance(runner.emitter, RayEmitter):
-                        await runner.emitter.replay_to(name)
+                else:
+                    await self._local_emitter(sender).replay_to(name)
+
+    def _local_emitter(self, name: str) -> RayEmitter:
+        """The emitter of the driver-side stage instance ``name`` (it sends to actors)."""
+        runner = next(r for r in self._local if r.name == name)
+        assert isinstance(runner.emitter, RayEmitter)
+        return runner.emitter
 
     async def _until_alive(self, name: str) -> None:
         """Wait until Ray has restarted the actor ``name``."""

@@ -54,17 +54,21 @@ class OrderedInbox:
         self.inbox = AligningInbox(capacity)
         self.channels = ChannelsIn()
 
-    async def push(self, sender: str, header: Header, items: list[Any]) -> None:
+    async def push(self, sender: str, header: Header, items: list[Any]) -> int:
+        """Take a push; the place it got in this inbox's input, or -1 if it was dropped."""
         state = await self.channels.admit(sender, header)
         if state is None:
-            return
+            return -1
+        taken = False
         try:
             unseen, admitted = self.channels.unseen(state, header, items)
             if unseen:
                 await self.inbox.put(sender, unseen)
+                taken = True
             state.admitted = admitted
         finally:
-            self.channels.done(sender, header)
+            place = self.channels.done(sender, header, taken)
+        return place
 
     async def get(self, max_items: int) -> list[Any] | None:
         return await self.inbox.get(max_items)
@@ -130,6 +134,14 @@ class RayEmitter(PartitioningEmitter):
     def checkpoint_complete(self, checkpoint_id: int) -> None:
         for receiver in self._all():
             receiver.checkpoint_complete(checkpoint_id)
+
+    def prepare_replay(self, name: str) -> tuple[int, list[int]]:
+        """The actor ``name`` is being restored: its channel's new replay generation, and the
+        places in its input of what this instance will send it again."""
+        for receiver in self._all():
+            if receiver.name == name:
+                return receiver.prepare_replay()
+        return 0, []
 
     async def replay_to(self, name: str) -> None:
         """Send the restored actor ``name`` again what it may not have."""
@@ -308,10 +320,12 @@ class StageActor:
         return os.getpid()
 
     async def open(self, spec: StageSpec, state: bytes | None = None, checkpoint_id: int = 0,
-                   epoch: int = 0) -> None:
+                   epoch: int = 0, generations: dict[str, int] | None = None,
+                   places: list[int] | None = None) -> None:
         """Connect to the next stage's actors and open the stage ``spec``, resuming from
         ``state`` (this instance's part of checkpoint ``checkpoint_id``) if given; ``epoch``
-        counts the times this instance was restored."""
+        counts the times this instance was restored; ``generations`` and ``places`` are what
+        its senders' ``prepare_replay`` said (a restore)."""
         self.spec = spec
         replay = spec.replay_batches if self.reports is not None else None
         hurry = self.reports.hurry if self.reports is not None else None
@@ -342,6 +356,8 @@ class StageActor:
             saved = pickle.loads(state)
             self.runner.restore_bytes(saved["stage"], checkpoint_id)
             self.inbox.channels.restore(saved["channels"])
+        if generations is not None:
+            self.inbox.channels.expect(generations, places or [])
         await self.runner.open()
         self.opened.set()
 
@@ -351,9 +367,13 @@ class StageActor:
         await self.runner.run(None if self.spec.stage.reader is not None else self.inbox)
         return self.metrics()
 
-    async def push(self, sender: str, header: Header, items: list[Any]) -> None:
+    async def push(self, sender: str, header: Header, items: list[Any]) -> int:
         await self.opened.wait()
-        await self.inbox.push(sender, header, items)
+        return await self.inbox.push(sender, header, items)
+
+    def prepare_replay(self, name: str) -> tuple[int, list[int]]:
+        """The stage actor ``name`` is being restored: see ``RayEmitter.prepare_replay``."""
+        return self.emitter.prepare_replay(name) if self.emitter is not None else (0, [])
 
     async def replay_to(self, name: str) -> None:
         """The stage actor ``name`` was restored: send it again what it may not have."""
