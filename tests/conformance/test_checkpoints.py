@@ -233,3 +233,38 @@ async def test_the_default_store_is_a_directory_under_the_working_directory(
     await job.stop(drain=True)
     saved = [p.name for p in (tmp_path / ".eventray" / "checkpoints" / "kept").iterdir()]
     assert any(name.isdigit() for name in saved), saved
+
+
+async def test_an_idle_topic_does_not_hold_up_checkpoints(bus: er.Bus) -> None:
+    job = await (bus.from_topic("quiet").sink(lambda v: None)
+                 .run("quiet", checkpoint_interval=0.05, checkpoint_store=er.MemoryStore()))
+
+    def completed() -> float:
+        return max(m.get("checkpoint_completed", 0) for m in job.metrics().values())
+
+    await _until(lambda: completed() >= 2, "two checkpoints of a stream with no traffic")
+    await job.stop(drain=True)
+
+
+class FullDisk(er.MemoryStore):
+    """A store whose disk fills up after the first checkpoint."""
+
+    async def write_part(self, job: str, checkpoint_id: int, name: str, data: bytes) -> None:
+        if checkpoint_id > 1:
+            raise OSError(28, "No space left on device")
+        await super().write_part(job, checkpoint_id, name, data)
+
+
+@pytest.mark.parametrize("transport_url", ["memory"], indirect=True)
+async def test_a_store_that_fails_is_said_and_the_final_checkpoint_fails_the_stop(
+    bus: er.Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FullDisk()
+    job = await (bus.from_topic("full").sink(lambda v: None)
+                 .run("full", checkpoint_interval=0.02, checkpoint_store=store))
+    await _until(lambda: "could not be written" in caplog.text, "the store's error in the log")
+    assert not job.done  # the stream goes on; the next checkpoint tries again
+    with pytest.raises(er.StageFailed, match="final checkpoint could not be written"):
+        await job.stop(drain=True)
+    latest = await store.latest("full")
+    assert latest is not None and latest.id == 1

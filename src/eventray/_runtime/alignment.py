@@ -29,11 +29,15 @@ class AligningInbox:
         self._released = asyncio.Event()
         self._taken = 0  # the last checkpoint taken: its barriers, sent again, are dropped
 
+    async def wait_released(self, sender: str) -> None:
+        """Until ``sender`` may put again (its barrier's checkpoint was taken)."""
+        while sender in self._held:
+            await self._released.wait()
+
     async def put(self, sender: str, items: Sequence[Any]) -> None:
         """Add ``items`` from ``sender``: batches wait for room, control messages never do;
         after a barrier the sender waits for ``release``."""
-        while sender in self._held:
-            await self._released.wait()
+        await self.wait_released(sender)
         first = items[0]
         if type(first) is Batch:
             await self.channel.put(items)

@@ -18,7 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from eventray._model.errors import ConfigError
+from eventray._model.errors import ConfigError, StageFailed
+from eventray._model.event import describe
 
 from .checkpoint_store import Checkpoint, CheckpointStore
 from .context import Checkpoints
@@ -81,12 +82,14 @@ class CheckpointCoordinator(Checkpoints):
         restored = settings.restored
         self._next_id = restored.id + 1 if restored is not None else 1
         self._current: int | None = None
+        self._current_final = False
         self._parts: dict[str, bytes] = {}
         self._ended: dict[str, bytes] = {}
         self._all_in = asyncio.Event()
         self._final_wanted = asyncio.Event()
         self._final_done: asyncio.Future[bool] | None = None
         self._closed = False  # run() returned
+        self.final_error: Exception | None = None  # the final checkpoint could not be written
         self.last_id = restored.id if restored is not None else 0
         self.last_time = restored.created if restored is not None else 0.0
         self.last_seconds = 0.0
@@ -97,6 +100,13 @@ class CheckpointCoordinator(Checkpoints):
         """What ``instance`` wrote in the latest complete checkpoint (None: there is none,
         it starts afresh), and that checkpoint's id: where a restored instance resumes."""
         return self._last_parts.get(instance), self.last_id
+
+    def in_flight(self) -> tuple[int, bool] | None:
+        """The checkpoint being taken (its id, and whether it is the final one), if any: a
+        source restored meanwhile is asked for it again."""
+        if self._current is None:
+            return None
+        return self._current, self._current_final
 
     def hurry(self) -> None:
         """Take the next checkpoint now (a replay buffer is filling up)."""
@@ -120,6 +130,13 @@ class CheckpointCoordinator(Checkpoints):
             name in self._parts or name in self._ended for name in self.instances
         ):
             self._all_in.set()
+
+    def raise_final_error(self) -> None:
+        """Raise ``StageFailed`` if the final checkpoint could not be written."""
+        if self.final_error is not None:
+            raise StageFailed(f"{self.job}.checkpoints", "the final checkpoint could not be "
+                              f"written: {describe(self.final_error)}",
+                              job=self.job) from self.final_error
 
     async def final(self) -> bool:
         """Take the final checkpoint (the sources drain first, then take it); return whether
@@ -165,6 +182,7 @@ class CheckpointCoordinator(Checkpoints):
         checkpoint_id = self._next_id
         self._next_id += 1
         self._current = checkpoint_id
+        self._current_final = final
         self._parts = {}
         self._all_in.clear()
         started = time.monotonic()
@@ -180,7 +198,14 @@ class CheckpointCoordinator(Checkpoints):
             self._current = None
             return False
         self._current = None
-        await self._write(checkpoint_id)
+        try:
+            await self._write(checkpoint_id)
+        except Exception as exc:  # the store failed: the next checkpoint tries again
+            log.error("job %s: checkpoint %d could not be written: %s", self.job,
+                      checkpoint_id, describe(exc))
+            if final:
+                self.final_error = exc
+            return False
         self.last_id, self.last_time = checkpoint_id, time.time()
         self.last_seconds = time.monotonic() - started
         await self._notify(checkpoint_id)

@@ -163,6 +163,8 @@ class LocalJob(JobBackend):
         await self._tasks.aclose()
         if self._failure is not None:
             raise self._failure
+        if drain and self.coordinator is not None:
+            self.coordinator.raise_final_error()
 
     def metrics(self) -> Metrics:
         job = self.coordinator.metrics() if self.coordinator is not None else {}

@@ -39,6 +39,8 @@ class Reader(ABC):
 
     name = "source"
     bounded = True  # ends by itself (collect() refuses a stream that never does)
+    position_free = False  # its position does not move with reads: a checkpoint may be
+    # taken while a read waits (else it waits for the read, so the position covers it)
     driver_local = False  # reads data only the driver process has (memory, local files)
 
     def topics(self) -> tuple[str, ...]:
@@ -176,9 +178,12 @@ class TextFileReader(Reader):
 
 class TopicReader(Reader):
     """Everything published to a bus topic after the stream starts; unbounded. The instances
-    of a stage share one subscription (its ``group``): each event reaches one of them."""
+    of a stage share one subscription (its ``group``): each event reaches one of them. A
+    topic keeps nothing to read again, so there is no position: an idle topic never holds up
+    a checkpoint."""
 
     bounded = False
+    position_free = True
 
     def __init__(self, topic: str, group: str | None = None) -> None:
         self.topic = topic

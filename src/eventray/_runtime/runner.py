@@ -63,6 +63,7 @@ class StageRunner:
         self._stopped: asyncio.Future[None] | None = None  # done once a drain is requested
         self.checkpoints = checkpoints
         self._checkpoint_due: int | None = None  # a source asked to take this checkpoint
+        self._wanted = 0  # the latest checkpoint asked for
         self._final_checkpoint: int | None = None  # to take once a drain has read everything
         self._final_taken = False  # open windows stay in the final checkpoint, unflushed
         self._nudge: asyncio.Future[None] | None = None  # wakes the read loop for a checkpoint
@@ -100,14 +101,23 @@ class StageRunner:
             return
         self._stop_requested = True
         self._final_checkpoint = final_checkpoint
+        if final_checkpoint is not None:
+            self._wanted = max(self._wanted, final_checkpoint)
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)  # wakes the read loop, which never cancels a read
         if self.reader is not None:
             self.reader.stop_reading()
 
+    @property
+    def checkpoint_pending(self) -> bool:
+        """A checkpoint was asked for that this instance has not taken yet."""
+        return self._wanted > self.metrics.checkpoint_id and not self._final_taken
+
     def request_checkpoint(self, checkpoint_id: int) -> None:
         """Take checkpoint ``checkpoint_id`` between two reads (source instances); ignored
-        once the source ended or drains (its end or final checkpoint stands for it)."""
+        once the source ended or drains (its end or final checkpoint stands for it). Other
+        instances take it when its barriers come; they only note that it is pending."""
+        self._wanted = max(self._wanted, checkpoint_id)
         if self.reader is None or self._stop_requested or self._ended:
             return
         self._checkpoint_due = checkpoint_id
@@ -159,7 +169,8 @@ class StageRunner:
 
     async def _from_reader(self, reader: Reader) -> None:
         while not self._stop_requested and not self._ended:
-            if self._checkpoint_due is not None and self._read is None:
+            if self._checkpoint_due is not None and (self._read is None
+                                                     or reader.position_free):
                 due, self._checkpoint_due = self._checkpoint_due, None
                 await self._take_checkpoint(due)
             batch = await self._read_lingering(reader)
@@ -225,6 +236,8 @@ class StageRunner:
                 continue
             if parts or self._stop_requested:  # lingered long enough, or a drain began
                 return concat(parts) if parts else None
+            if self._checkpoint_due is not None and reader.position_free:
+                return None  # the checkpoint need not wait for the read
             if not done:
                 await self._advance(now_ms())  # a processing-time operator is due
 

@@ -39,7 +39,7 @@ async def test_a_restored_receiver_takes_the_replay_in_the_order_it_had() -> Non
     inbox = OrderedInbox(8)
     inbox.channels.restore({"taken": 5, "senders": {
         A: (0, 3, 30, 0, False, 0), B: (0, 3, 30, 0, False, 0)}})
-    inbox.channels.expect({A: 1, B: 1}, [5, 7, 6, 8, 2])  # A had places 5 and 7, B 6 and 8
+    inbox.channels.expect({A: 1, B: 1}, {A: [5, 7], B: [6, 8, 2]})
     b_first = [asyncio.ensure_future(inbox.push(B, header(seq, 30 + 10 * (seq - 3), 1, place),
                                                 [Batch([f"b{seq}"] * 10)]))
                for seq, place in ((3, 6), (4, 8))]
@@ -59,7 +59,7 @@ async def test_a_restored_receiver_takes_the_replay_in_the_order_it_had() -> Non
 async def test_what_the_receiver_has_is_dropped() -> None:
     inbox = OrderedInbox(8)
     inbox.channels.restore({"taken": 2, "senders": {A: (0, 2, 20, 0, False, 0)}})
-    inbox.channels.expect({A: 1}, [])
+    inbox.channels.expect({A: 1}, {})
     assert await inbox.push(A, header(2, 20, generation=0), [Batch([1])]) == -1  # old replay
     assert await inbox.push(A, header(1, 10, generation=1), [Batch([1] * 10)]) == -1  # had it
     # a sender restored with other batch boundaries: the first 5 records it has already

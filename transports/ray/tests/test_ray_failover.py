@@ -186,3 +186,22 @@ async def test_a_restored_stage_with_two_inputs_replays_them_as_it_took_them() -
         restarts = {n: m["restarts"] for n, m in job.metrics().items()}
     assert restarts[victim] == 1
     assert last == expected
+
+
+async def test_full_replay_buffers_ask_for_checkpoints_and_never_deadlock() -> None:
+    """Replay buffers of 8 batches and no checkpoint for a minute: the buffers filling up ask
+    for the checkpoints that empty them, and the stream runs to its end."""
+    namespace = f"failover-{uuid.uuid4().hex[:8]}"
+    last: dict[int, int] = {}
+    async with er.connect("ray", namespace=namespace, replay_batches=8) as bus:
+        job = await (
+            bus.from_source(ListSource(values=list(range(N)))).set_parallelism(2)
+            .map(lambda x: (x % KEYS, x)).key_by(lambda kv: kv[0])
+            .reduce(lambda a, b: (a[0], a[1] + b[1])).sink(lambda kv: last.__setitem__(*kv))
+            .run("hurried", parallelism=2, batch_size=200, checkpoint_interval=60,
+                 checkpoint_store=er.MemoryStore())
+        )
+        await asyncio.wait_for(job.wait(), 60)
+        completed = max(m["checkpoint_completed"] for m in job.metrics().values())
+    assert last == EXPECTED
+    assert completed >= 2

@@ -36,6 +36,8 @@ from eventray.spi import Barrier, Batch, End
 
 log = logging.getLogger("eventray")
 
+ROOM_POLL = 0.05  # seconds between looks at whether a full replay buffer may overflow
+
 # epoch, the epoch's first seq, seq, offset, replay generation, place (-1: not sent before)
 Header = tuple[int, int, int, int, int, int]
 
@@ -60,15 +62,30 @@ class ChannelsIn:
         self._parked: dict[tuple[str, int, int], asyncio.Future[bool]] = {}
         self.taken = 0  # pushes the inbox took: the place the next one gets
         self._replayed: deque[int] = deque()  # places of pushes to take again, in order
+        self._expected_from: dict[int, str] = {}  # their senders
         self._turn = asyncio.Event()  # the head of _replayed was taken
 
-    def expect(self, generations: dict[str, int], places: list[int]) -> None:
+    def expect(self, generations: dict[str, int], places: dict[str, list[int]]) -> None:
         """A restore: pushes of replay generations before ``generations`` are dropped, and
-        the pushes that had ``places`` (from this state's ``taken`` on) are taken first, in
-        that order, before anything else."""
+        the pushes that had ``places`` (per sender; from this state's ``taken`` on) are taken
+        first, in the order of their places, before anything else."""
         for sender, generation in generations.items():
             self._senders.setdefault(sender, SenderState()).generation = generation
-        self._replayed = deque(sorted(p for p in set(places) if p >= self.taken))
+        self._expected_from = {place: sender for sender, held in places.items()
+                               for place in held if place >= self.taken}
+        self._replayed = deque(sorted(self._expected_from))
+
+    def _forget_places_of(self, sender: str) -> None:
+        """``sender`` was restored itself: it sends anew, not what it had sent."""
+        kept = [p for p in self._replayed if self._expected_from.get(p) != sender]
+        if len(kept) != len(self._replayed):
+            self._replayed = deque(kept)
+            self._turn.set()
+            self._turn = asyncio.Event()
+
+    def current(self, state: SenderState, header: Header) -> bool:
+        """Whether the push's epoch and replay generation are still the sender's."""
+        return header[0] == state.epoch and header[4] >= state.generation
 
     async def admit(self, sender: str, header: Header) -> SenderState | None:
         """Wait for the turn of this push; None if it is to be dropped (an epoch or a replay
@@ -80,6 +97,7 @@ class ChannelsIn:
         if epoch > state.epoch:  # the sender was restored: it numbers its pushes anew
             state.epoch, state.next_seq = epoch, start
             self._unpark(sender, lambda key: key[1] < epoch)
+            self._forget_places_of(sender)
         if generation > state.generation:
             state.generation = generation
         if epoch < state.epoch or generation < state.generation or seq < state.next_seq:
@@ -217,6 +235,7 @@ class ActorReceiver(Receiver):
         self.offset = 0
         self.capacity = replay_batches
         self._hurry = hurry
+        self.overflow_ok: Callable[[], bool] = lambda: False
         # header, items, and the place the receiver gave it (-1: not known)
         self._buffer: deque[list[Any]] = deque()
         self._barriers: dict[int, int] = {}  # checkpoint id -> seq of its barrier
@@ -250,14 +269,20 @@ class ActorReceiver(Receiver):
         await self._push(header, items, entry)
 
     async def _room(self) -> None:
-        """Backpressure from a full replay buffer (after asking for a checkpoint)."""
+        """Backpressure from a full replay buffer (after asking for a checkpoint). While a
+        checkpoint this instance has not taken yet is pending, it may go past the bound (by
+        what reaches it before its barrier): the checkpoint that trims the buffer needs it
+        to go on."""
         if self.capacity is None:
             return
         if len(self._buffer) >= self.capacity // 2 and self._hurry is not None:
             self._hurry()
-        while len(self._buffer) >= self.capacity:
+        while len(self._buffer) >= self.capacity and not self.overflow_ok():
             self._changed.clear()
-            await self._changed.wait()
+            try:
+                await asyncio.wait_for(self._changed.wait(), ROOM_POLL)
+            except TimeoutError:
+                pass
 
     async def _push(self, header: Header, items: list[Any], entry: list[Any] | None, *,
                     replay: bool = False) -> None:

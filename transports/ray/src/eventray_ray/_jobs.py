@@ -60,6 +60,10 @@ def failed(stage: str, doing: str, exc: BaseException, job: str) -> StageFailed:
     return failure
 
 
+def _pending(runner: StageRunner) -> bool:
+    return runner.checkpoint_pending
+
+
 class RayJob(JobBackend):
     """Stage instances as named actors ``<job>.<stage>.<index>``; stages that must run in the
     driver (sinks that call back into it, in-memory sources) run here as tasks, taking their
@@ -161,6 +165,8 @@ class RayJob(JobBackend):
             for kind, checkpoint_id, state in reports:
                 if kind == "ack":
                     await self.coordinator.acknowledge(name, checkpoint_id, state)
+                elif kind == "hurry":
+                    self.coordinator.hurry()
                 else:
                     await self.coordinator.finished(name, state)
                     return
@@ -240,6 +246,8 @@ class RayJob(JobBackend):
                 state, checkpoint_id = self._restored(name)
                 if state is not None:
                     runner.restore_bytes(state, checkpoint_id)
+                if isinstance(runner.emitter, RayEmitter):
+                    runner.emitter.overflow_when(functools.partial(_pending, runner))
                 await runner.open()
                 inbox = inboxes.get((stage.index, index))
                 self._local.append(runner)
@@ -339,6 +347,8 @@ class RayJob(JobBackend):
         since. The other stages keep running."""
         assert self.coordinator is not None
         async with self._recovery:
+            if self._failure is not None or self._stopping:
+                return
             epoch = self._restarts[name] = self._restarts.get(name, 0) + 1
             state, checkpoint_id = self.coordinator.part(name)
             log.warning("job %s: stage actor %s died; restoring it from %s (restore %d)",
@@ -348,15 +358,17 @@ class RayJob(JobBackend):
             handle = self._actors[name]
             await self._until_alive(name)
             generations: dict[str, int] = {}
-            places: list[int] = []
-            for sender in self._senders_to(name):
-                if sender in self._actors:
-                    with ray_errors(f"preparing the replay to {name}"):
-                        generation, held = await self._actors[sender].prepare_replay.remote(name)
-                else:
-                    generation, held = self._local_emitter(sender).prepare_replay(name)
-                generations[sender] = generation
-                places += held
+            places: dict[str, list[int]] = {}
+            senders = self._senders_to(name)
+            for sender in senders:
+                try:
+                    if sender in self._actors:
+                        prepared = await self._actors[sender].prepare_replay.remote(name)
+                    else:
+                        prepared = self._local_emitter(sender).prepare_replay(name)
+                except RayActorError:  # it died too: once restored it sends its part again
+                    continue
+                generations[sender], places[sender] = prepared
             with ray_errors(f"restoring {name}"):
                 await handle.open.remote(self._specs[name], state, checkpoint_id, epoch,
                                          generations, places)
@@ -366,12 +378,22 @@ class RayJob(JobBackend):
             self._restores_done[name] = epoch  # driver stages take from it again: its
             self._restored_event.set()  # output must flow for the replay into it to go in
             self._restored_event = asyncio.Event()
-            for sender in self._senders_to(name):
-                if sender in self._actors:
-                    with ray_errors(f"replaying to {name}"):
-                        await self._actors[sender].replay_to.remote(name)
-                else:
-                    await self._local_emitter(sender).replay_to(name)
+            in_flight = self.coordinator.in_flight()
+            if in_flight is not None:  # it lost the request (a source) or the note of it
+                await handle.trigger_checkpoint.remote(*in_flight)
+            replays = [self._replay(sender, name) for sender in senders if sender in places]
+            await asyncio.gather(*replays)  # together: one may wait on another's barrier
+
+    async def _replay(self, sender: str, receiver: str) -> None:
+        """Have ``sender`` send the restored ``receiver`` again what it may not have."""
+        if sender not in self._actors:
+            await self._local_emitter(sender).replay_to(receiver)
+            return
+        try:
+            await self._actors[sender].replay_to.remote(receiver)
+        except RayActorError:  # it died: once restored it sends its part again itself
+            log.info("job %s: %s died while replaying to %s", self.plan.name, sender,
+                     receiver)
 
     def _local_emitter(self, name: str) -> RayEmitter:
         """The emitter of the driver-side stage instance ``name`` (it sends to actors)."""
@@ -388,7 +410,7 @@ class RayJob(JobBackend):
                 await self._actors[name].ready.remote()
                 return
             except RayActorError:
-                if loop.time() > deadline:
+                if loop.time() > deadline or self._failure is not None or self._stopping:
                     raise
                 await asyncio.sleep(0.1)
 
@@ -480,6 +502,8 @@ class RayJob(JobBackend):
             await self._supervised()
         await self._tasks.aclose()
         self._raise_failure()
+        if drain and self.coordinator is not None:
+            self.coordinator.raise_final_error()
 
     def metrics(self) -> Metrics:
         live = {runner.name: {**runner.metrics.as_dict(), "replay_buffered": getattr(

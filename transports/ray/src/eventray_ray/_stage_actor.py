@@ -14,7 +14,7 @@ import asyncio
 import os
 import pickle
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,11 +61,12 @@ class OrderedInbox:
             return -1
         taken = False
         try:
-            unseen, admitted = self.channels.unseen(state, header, items)
-            if unseen:
-                await self.inbox.put(sender, unseen)
-                taken = True
-            state.admitted = admitted
+            await self.inbox.wait_released(sender)  # after its barrier: until the checkpoint
+            if self.channels.current(state, header):  # (the sender may have been restored)
+                unseen, state.admitted = self.channels.unseen(state, header, items)
+                if unseen:  # no checkpoint can count it before it is in: the sender's next
+                    await self.inbox.put(sender, unseen)  # barrier comes after it
+                    taken = True
         finally:
             place = self.channels.done(sender, header, taken)
         return place
@@ -134,6 +135,12 @@ class RayEmitter(PartitioningEmitter):
     def checkpoint_complete(self, checkpoint_id: int) -> None:
         for receiver in self._all():
             receiver.checkpoint_complete(checkpoint_id)
+
+    def overflow_when(self, check: Callable[[], bool]) -> None:
+        """Let full replay buffers go past their bound while ``check()`` is true."""
+        for receiver in self._all():
+            if isinstance(receiver, ActorReceiver):
+                receiver.overflow_ok = check
 
     def prepare_replay(self, name: str) -> tuple[int, list[int]]:
         """The actor ``name`` is being restored: its channel's new replay generation, and the
@@ -321,7 +328,7 @@ class StageActor:
 
     async def open(self, spec: StageSpec, state: bytes | None = None, checkpoint_id: int = 0,
                    epoch: int = 0, generations: dict[str, int] | None = None,
-                   places: list[int] | None = None) -> None:
+                   places: dict[str, list[int]] | None = None) -> None:
         """Connect to the next stage's actors and open the stage ``spec``, resuming from
         ``state`` (this instance's part of checkpoint ``checkpoint_id``) if given; ``epoch``
         counts the times this instance was restored; ``generations`` and ``places`` are what
@@ -352,12 +359,15 @@ class StageActor:
             on_error=spec.on_error, checkpoints=self.reports,
         )
         self.runner.metrics.restarts = epoch
+        if self.emitter is not None:
+            runner = self.runner
+            self.emitter.overflow_when(lambda: runner.checkpoint_pending)
         if state is not None:
             saved = pickle.loads(state)
             self.runner.restore_bytes(saved["stage"], checkpoint_id)
             self.inbox.channels.restore(saved["channels"])
         if generations is not None:
-            self.inbox.channels.expect(generations, places or [])
+            self.inbox.channels.expect(generations, places or {})
         await self.runner.open()
         self.opened.set()
 
