@@ -72,6 +72,17 @@ def test_windows(transport: str, request: pytest.FixtureRequest) -> None:
     assert len(late) == 2, "cat's view is late for both windowings"
 
 
+@pytest.mark.parametrize("transport", ["memory", "ray"])
+def test_checkpoints_example_resumes_with_its_windows(transport: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    env = request.getfixturevalue("on_ray") if transport == "ray" else None
+    assert run_example("checkpoints.py", transport, env=env).splitlines() == [
+        "stopped; resuming",
+        "ann ordered 3 times in [0s, 60s)",
+        "bob ordered 1 times in [0s, 60s)",
+    ]
+
+
 READMES = [EXAMPLES.parent / "README.md", *EXAMPLES.parent.glob("*/*/README.md")]
 
 
