@@ -268,3 +268,18 @@ async def test_a_store_that_fails_is_said_and_the_final_checkpoint_fails_the_sto
         await job.stop(drain=True)
     latest = await store.latest("full")
     assert latest is not None and latest.id == 1
+
+
+async def test_closing_the_bus_takes_the_final_checkpoint(
+    make_bus: Callable[[], er.Bus],
+) -> None:
+    store = er.MemoryStore()
+    out = Recorder()
+    for resume, values in ((False, [1, 2, 3]), (True, [4])):
+        async with make_bus() as bus:
+            await (bus.from_topic("closing").reduce(lambda a, b: a + b).sink(out)
+                   .run("closing", checkpoint_store=store, resume=resume))
+            await _publish(bus, "closing", values)
+            await out.wait_for(len(out.values) + len(values))
+        # leaving the block closed the bus: the job drained and took its final checkpoint
+    assert out.values == [1, 3, 6, 10]

@@ -7,7 +7,8 @@ instances and waits for room: backpressure). When every upstream instance has se
 finishes its operators (open windows flush) and sends ``End`` on.
 
 Checkpoints: a source instance asked for checkpoint ``n`` takes it between two reads (never
-with a read in flight, so its position covers exactly what it handed on): sinks flush, it
+with a read in flight, so its position covers exactly what it handed on; a reader without a
+position, a topic, need not wait for its read): sinks flush, it
 snapshots its reader, operators and emitter, sends ``Barrier(n)`` on in order with the data
 and acknowledges to the job's ``Checkpoints``. An instance with an inbox does the same once
 a barrier ``n`` came from every upstream instance that has not ended (the inbox holds back
