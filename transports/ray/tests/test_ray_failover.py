@@ -205,3 +205,30 @@ async def test_full_replay_buffers_ask_for_checkpoints_and_never_deadlock() -> N
         completed = max(m["checkpoint_completed"] for m in job.metrics().values())
     assert last == EXPECTED
     assert completed >= 2
+
+
+async def test_a_job_resumes_after_a_run_in_which_a_stage_was_restored() -> None:
+    """Channel state saved after a restore (its senders' epochs and replay generations)
+    does not keep a resumed job's fresh senders out."""
+    namespace = f"failover-{uuid.uuid4().hex[:8]}"
+    store = er.MemoryStore()
+    last: dict[int, int] = {}
+    async with er.connect("ray", namespace=namespace) as bus:
+        def stream(values: list[int]) -> er.Stream:
+            return (bus.from_source(ListSource(values=values)).map(paced)
+                    .map(lambda x: (x % KEYS, x)).key_by(lambda kv: kv[0])
+                    .reduce(lambda a, b: (a[0], a[1] + b[1]))
+                    .sink(lambda kv: last.__setitem__(*kv)))
+
+        job = await stream(list(range(N))).run("resumed", parallelism=2,
+                                               checkpoint_interval=0.3, checkpoint_store=store)
+        for _ in range(200):
+            if min(m.get("checkpoint_completed", 0) for m in job.metrics().values()) >= 1:
+                break
+            await asyncio.sleep(0.05)
+        ray.kill(ray.get_actor("resumed.reduce.0", namespace=namespace), no_restart=False)
+        await asyncio.wait_for(job.stop(drain=True), 60)
+        job = await stream(list(range(N))).run("resumed", parallelism=2, resume=True,
+                                               checkpoint_interval=0.3, checkpoint_store=store)
+        await asyncio.wait_for(job.wait(), 60)
+    assert last == EXPECTED

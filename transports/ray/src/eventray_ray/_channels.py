@@ -173,6 +173,12 @@ class ChannelsIn:
             skip = 0
         return kept, admitted
 
+    def resumed(self) -> None:
+        """A resumed job: every sender starts again at epoch 0 and replay generation 0 (what
+        each sender has sent, and this has taken, stays as saved)."""
+        for state in self._senders.values():
+            state.epoch = state.generation = 0
+
     def snapshot(self) -> dict[str, Any]:
         return {"taken": self.taken,
                 "senders": {sender: astuple(state) for sender, state in self._senders.items()}}
@@ -243,6 +249,7 @@ class ActorReceiver(Receiver):
         self._generation = 0  # replays so far: a failed call of an older one is replayed
         self._down = False  # the receiver died: pushes wait in the buffer for replay
         self._replaying = False  # replay() sends the buffer, what is sent meanwhile too
+        self._trim_after_replay = 0  # a checkpoint completed during the replay
         self._changed = asyncio.Event()  # the buffer was trimmed, or replay began
 
     @property
@@ -346,9 +353,15 @@ class ActorReceiver(Receiver):
                                  replay=True)
         finally:
             self._replaying = False
+            if self._trim_after_replay:
+                self.checkpoint_complete(self._trim_after_replay)
 
     def checkpoint_complete(self, checkpoint_id: int) -> None:
-        """Forget what was sent before the barrier of a complete checkpoint."""
+        """Forget what was sent before the barrier of a complete checkpoint (once a replay
+        in progress is over: the receiver may have been restored from an older one)."""
+        if self._replaying:
+            self._trim_after_replay = max(self._trim_after_replay, checkpoint_id)
+            return
         seq = self._barriers.get(checkpoint_id)
         for done in [i for i in self._barriers if i <= checkpoint_id]:
             del self._barriers[done]

@@ -331,6 +331,8 @@ class RayJob(JobBackend):
                     return
             try:
                 await self._restore(name)
+            except RayActorError:  # it died again while being restored: once more
+                continue
             except Exception as exc:
                 await self._fail(failed(name, "restoring the stage actor", exc,
                                         self.plan.name))
@@ -369,9 +371,9 @@ class RayJob(JobBackend):
                 except RayActorError:  # it died too: once restored it sends its part again
                     continue
                 generations[sender], places[sender] = prepared
-            with ray_errors(f"restoring {name}"):
-                await handle.open.remote(self._specs[name], state, checkpoint_id, epoch,
-                                         generations, places)
+            # a RayActorError here (it died again) goes back to _watch, which restores again
+            await handle.open.remote(self._specs[name], state, checkpoint_id, epoch,
+                                     generations, places)
             self._runs[name] = handle.run.remote()
             self._reporting[name] = self._tasks.spawn(self._take_reports(name),
                                                       name=f"reports<{name}")
@@ -381,8 +383,10 @@ class RayJob(JobBackend):
             in_flight = self.coordinator.in_flight()
             if in_flight is not None:  # it lost the request (a source) or the note of it
                 await handle.trigger_checkpoint.remote(*in_flight)
-            replays = [self._replay(sender, name) for sender in senders if sender in places]
-            await asyncio.gather(*replays)  # together: one may wait on another's barrier
+        # outside the lock: a replay can wait for a sender that died meanwhile to be restored
+        # (senders keep what they sent until their replay is over, whatever completes)
+        replays = [self._replay(sender, name) for sender in senders if sender in places]
+        await asyncio.gather(*replays)  # together: one may wait on another's barrier
 
     async def _replay(self, sender: str, receiver: str) -> None:
         """Have ``sender`` send the restored ``receiver`` again what it may not have."""

@@ -366,6 +366,8 @@ class StageActor:
             saved = pickle.loads(state)
             self.runner.restore_bytes(saved["stage"], checkpoint_id)
             self.inbox.channels.restore(saved["channels"])
+            if generations is None:  # a resumed job, not a restored instance
+                self.inbox.channels.resumed()
         if generations is not None:
             self.inbox.channels.expect(generations, places or {})
         await self.runner.open()
