@@ -118,10 +118,7 @@ class LocalJob(JobBackend):
 
     async def _trigger(self, checkpoint_id: int, final: bool) -> None:
         for runner in self.runners:
-            if final:
-                runner.request_stop(checkpoint_id if runner.reader is not None else None)
-            else:
-                runner.request_checkpoint(checkpoint_id)
+            runner.request_checkpoint(checkpoint_id, final=final)
 
     async def _notify(self, checkpoint_id: int) -> None:
         for runner in self.runners:

@@ -114,10 +114,14 @@ class StageRunner:
         """A checkpoint was asked for that this instance has not taken yet."""
         return self._wanted > self.metrics.checkpoint_id and not self._final_taken
 
-    def request_checkpoint(self, checkpoint_id: int) -> None:
+    def request_checkpoint(self, checkpoint_id: int, *, final: bool = False) -> None:
         """Take checkpoint ``checkpoint_id`` between two reads (source instances); ignored
         once the source ended or drains (its end or final checkpoint stands for it). Other
-        instances take it when its barriers come; they only note that it is pending."""
+        instances take it when its barriers come; they only note that it is pending.
+        ``final``: the drain's checkpoint (``request_stop``, then take it)."""
+        if final:
+            self.request_stop(checkpoint_id if self.reader is not None else None)
+            return
         self._wanted = max(self._wanted, checkpoint_id)
         if self.reader is None or self._stop_requested or self._ended:
             return

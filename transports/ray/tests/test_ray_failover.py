@@ -232,3 +232,40 @@ async def test_a_job_resumes_after_a_run_in_which_a_stage_was_restored() -> None
                                                checkpoint_interval=0.3, checkpoint_store=store)
         await asyncio.wait_for(job.wait(), 60)
     assert last == EXPECTED
+
+
+async def test_a_topic_stream_goes_on_while_one_of_its_instances_is_restored() -> None:
+    """The instances of a from_topic stage share one subscription: one dying does not end it
+    for the others, which go on taking what is published."""
+    namespace = f"failover-{uuid.uuid4().hex[:8]}"
+    got: list[int] = []
+    survivor = "topical.from_topic:numbers+map.1"
+    async with er.connect("ray", namespace=namespace) as bus:
+        topic = bus.topic("numbers")
+        job = await (bus.from_topic(topic).set_parallelism(2).map(lambda x: x)
+                     .sink(got.append)
+                     .run("topical", checkpoint_interval=0.2, checkpoint_store=er.MemoryStore()))
+        for value in range(100):
+            await topic.publish(value)
+        await asyncio.wait_for(topic.flush(), 30)
+        ray.kill(ray.get_actor("topical.from_topic:numbers+map.0", namespace=namespace),
+                 no_restart=False)
+        for _ in range(400):  # restored, and its death seen by the topic
+            if job.metrics().get("topical.from_topic:numbers+map.0", {}).get("restarts"):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.2)  # the survivor's metrics are polled every second
+        before = job.metrics()[survivor]["records_in"]
+        for value in range(1000, 1200):
+            await topic.publish(value)
+            await asyncio.sleep(0.002)
+        await asyncio.wait_for(topic.flush(), 30)
+        for _ in range(400):
+            if sum(1 for v in got if v >= 1000) == 200:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.2)
+        after = job.metrics()[survivor]["records_in"]
+        await asyncio.wait_for(job.stop(drain=True), 60)
+    assert sorted(v for v in got if v >= 1000) == list(range(1000, 1200))
+    assert after > before  # the surviving instance still reads the topic

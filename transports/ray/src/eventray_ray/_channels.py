@@ -80,8 +80,12 @@ class ChannelsIn:
         kept = [p for p in self._replayed if self._expected_from.get(p) != sender]
         if len(kept) != len(self._replayed):
             self._replayed = deque(kept)
-            self._turn.set()
-            self._turn = asyncio.Event()
+            self._next_turn()
+
+    def _next_turn(self) -> None:
+        """Wake the pushes waiting for the replay's order to reach theirs."""
+        self._turn.set()
+        self._turn = asyncio.Event()
 
     def current(self, state: SenderState, header: Header) -> bool:
         """Whether the push's epoch and replay generation are still the sender's."""
@@ -131,16 +135,14 @@ class ChannelsIn:
             return -1
         if self._replayed and self._replayed[0] == place:
             self._replayed.popleft()
-            self._turn.set()
-            self._turn = asyncio.Event()
+            self._next_turn()
         self.taken += 1
         return self.taken - 1
 
     @staticmethod
     def unseen(state: SenderState, header: Header, items: list[Any]) -> tuple[list[Any], int]:
         """What of ``items`` the receiver does not have yet (possibly nothing), and the
-        sender's records taken once it is in: the caller sets ``state.admitted`` to that
-        after the inbox took it (a checkpoint meanwhile must not count it)."""
+        sender's records taken once it is in (the caller sets ``state.admitted`` to that)."""
         first = items[0]
         if type(first) is Barrier:
             if first.id <= state.last_barrier:

@@ -175,22 +175,16 @@ class RayJob(JobBackend):
         calls = [self._actors[name].trigger_checkpoint.remote(checkpoint_id, final)
                  for name in self._runs]
         for runner in self._local:
-            if final:
-                runner.request_stop(checkpoint_id if runner.reader is not None else None)
-            else:
-                runner.request_checkpoint(checkpoint_id)
+            runner.request_checkpoint(checkpoint_id, final=final)
         await self._settle(calls, f"asking for checkpoint {checkpoint_id}")
 
     async def _notify(self, checkpoint_id: int) -> None:
         async with self._recovery:  # a restore picks its checkpoint before senders trim
-            await self._notify_all(checkpoint_id)
-
-    async def _notify_all(self, checkpoint_id: int) -> None:
-        calls = [self._actors[name].checkpoint_complete.remote(checkpoint_id)
-                 for name in self._runs]
-        for runner in self._local:
-            await runner.checkpoint_complete(checkpoint_id)
-        await self._settle(calls, f"completing checkpoint {checkpoint_id}")
+            calls = [self._actors[name].checkpoint_complete.remote(checkpoint_id)
+                     for name in self._runs]
+            for runner in self._local:
+                await runner.checkpoint_complete(checkpoint_id)
+            await self._settle(calls, f"completing checkpoint {checkpoint_id}")
 
     async def _settle(self, calls: list[Any], doing: str) -> None:
         """Wait for calls to stage actors; one that died is its watcher's to report."""

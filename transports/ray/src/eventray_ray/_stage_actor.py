@@ -406,13 +406,8 @@ class StageActor:
 
     async def trigger_checkpoint(self, checkpoint_id: int, final: bool) -> None:
         """Take checkpoint ``checkpoint_id`` (a source); ``final``: drain, then take it."""
-        if self.runner is None or self.spec is None:
-            return
-        if final:
-            has_reader = self.spec.stage.reader is not None
-            self.runner.request_stop(checkpoint_id if has_reader else None)
-        else:
-            self.runner.request_checkpoint(checkpoint_id)
+        if self.runner is not None:
+            self.runner.request_checkpoint(checkpoint_id, final=final)
 
     async def checkpoint_complete(self, checkpoint_id: int) -> None:
         if self.runner is not None:

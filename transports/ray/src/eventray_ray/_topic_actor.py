@@ -49,6 +49,7 @@ class _Subscription:
     task: asyncio.Task[None] | None = None  # remote deliveries run here
     events_put: int = 0
     left: asyncio.Event = field(default_factory=asyncio.Event)  # ends the puller's attend
+    pullers: int = 0  # the processes pulling from it (a group shares one subscription)
 
 
 class TopicActor:
@@ -61,6 +62,7 @@ class TopicActor:
         self.queue_batches = queue_batches
         self._dead_letter_topic: Any = None
         self.subscriptions: dict[str, _Subscription] = {}
+        self._waiting_pulls: dict[str, asyncio.Task[Any]] = {}  # puller -> its waiting pull
         self.tasks = TaskOwner(f"topic-actor:{topic}")
         self.published = 0
         self._order = Sequencer()
@@ -101,6 +103,7 @@ class TopicActor:
         """Subscribe puller ``key``; pullers sharing a key share its queue (a group)."""
         if key not in self.subscriptions:
             self.subscriptions[key] = _Subscription(name, BatchChannel(self.queue_batches))
+        self.subscriptions[key].pullers += 1
 
     async def attend(self, key: str) -> None:
         """Stay open while ``key`` is subscribed: its puller's proof of life (see ``watch``)."""
@@ -108,27 +111,40 @@ class TopicActor:
         if subscription is not None:
             await subscription.left.wait()
 
-    async def watch(self, key: str, attending: list[Any]) -> None:
-        """Remove ``key`` once its puller's process dies: ``attending`` holds the reference
-        to the puller's ``attend`` call, owned by that process."""
+    async def watch(self, key: str, attending: list[Any], puller: str = "") -> None:
+        """Remove ``key`` once its pullers' processes died (a group goes on while one of its
+        pullers lives): ``attending`` holds the reference to a puller's ``attend`` call,
+        owned by that process."""
         subscription = self.subscriptions.get(key)
         if subscription is not None and not subscription.left.is_set():
-            self.tasks.spawn(self._watch(key, subscription, attending[0]), name=f"watch:{key}")
+            self.tasks.spawn(self._watch(key, subscription, attending[0], puller),
+                             name=f"watch:{key}")
 
-    async def _watch(self, key: str, subscription: _Subscription, attending: Any) -> None:
+    async def _watch(self, key: str, subscription: _Subscription, attending: Any,
+                     puller: str) -> None:
         try:
             await attending
         except RayError as exc:  # OwnerDiedError, mostly: nobody can reach that process
-            if self.subscriptions.get(key) is subscription:
+            waiting = self._waiting_pulls.pop(puller, None)
+            if waiting is not None:  # it would take events for nobody: the group goes on
+                waiting.cancel()
+            subscription.pullers -= 1
+            if self.subscriptions.get(key) is subscription and subscription.pullers <= 0:
                 log.warning("topic %r: subscriber %s is gone (its process died: %s); removed",
                             self.topic, subscription.name, type(exc).__name__)
                 self._drop(key)
 
-    async def pull(self, key: str, max_batches: int) -> list[Wire] | None:
+    async def pull(self, key: str, max_batches: int, puller: str = "") -> list[Wire] | None:
         subscription = self.subscriptions.get(key)
         if subscription is None:
             return None
-        batches = await subscription.channel.get(max_batches)
+        waiting = asyncio.current_task()
+        if puller and waiting is not None:
+            self._waiting_pulls[puller] = waiting  # cancelled if the puller's process dies
+        try:
+            batches = await subscription.channel.get(max_batches)
+        finally:
+            self._waiting_pulls.pop(puller, None)
         if batches is None:
             self.subscriptions.pop(key, None)
             subscription.left.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,12 +44,13 @@ class PullStream:
         self._pulling: Any = None  # a pull call whose result nobody has taken yet
         self._rest: Batch | None = None  # pulled, beyond what the last caller asked for
         self._attending: Any = None
+        self.puller = uuid.uuid4().hex  # this process's pulls, for the topic actor
 
     async def open(self) -> PullStream:
         with ray_errors(f"subscribing {self.name}"):
             await self.handle.subscribe_pull.remote(self.key, self.name)
             self._attending = self.handle.attend.remote(self.key)
-            await self.handle.watch.remote(self.key, [self._attending])
+            await self.handle.watch.remote(self.key, [self._attending], self.puller)
         return self
 
     async def get_batch(self, max_items: int) -> Batch | None:
@@ -62,7 +64,7 @@ class PullStream:
         self._rest = None
         if batch is None:
             if self._pulling is None:
-                self._pulling = self.handle.pull.remote(self.key, PULL_BATCHES)
+                self._pulling = self.handle.pull.remote(self.key, PULL_BATCHES, self.puller)
             with ray_errors(f"{self.name}: the topic's actor failed"):
                 try:
                     items: list[Wire] | None = await self._pulling
