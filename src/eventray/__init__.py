@@ -1,8 +1,8 @@
 """eventray: events for Ray programs, asyncio-first.
 
-Topics to publish and subscribe, streams whose stages are async polling loops, and connectors
-selected by ``kind``; the same code runs in one process (``"memory"``) or on Ray (the
-default). Checkpoints and a Kafka transport are planned.
+Topics to publish and subscribe, streams whose stages are checkpointed async polling loops,
+and connectors selected by ``kind``; the same code runs in one process (``"memory"``) or on
+Ray (the default). A Kafka transport is planned.
 """
 
 from ._bus.bus import Bus

@@ -142,6 +142,9 @@ async def test_a_job_of_another_shape_does_not_resume(bus: er.Bus) -> None:
     ({"checkpoint_interval": -1.0}, "checkpoint_interval"),
     ({"checkpoint_interval": "5"}, "checkpoint_interval"),
     ({"checkpoint_interval": True}, "checkpoint_interval"),
+    ({"checkpoint_interval": float("nan")}, "checkpoint_interval"),
+    ({"checkpoint_interval": float("inf")}, "checkpoint_interval"),
+    ({"checkpoint_store": ""}, "checkpoint_store"),
     ({"checkpoint_store": 42}, "checkpoint_store"),
     ({"resume": "yes", "name": "x"}, "resume"),
     ({"resume": True}, "resume"),  # no name: which job's checkpoints?
@@ -283,3 +286,26 @@ async def test_closing_the_bus_takes_the_final_checkpoint(
             await out.wait_for(len(out.values) + len(values))
         # leaving the block closed the bus: the job drained and took its final checkpoint
     assert out.values == [1, 3, 6, 10]
+
+
+async def test_a_store_directory_that_cannot_be_made_fails_at_run(bus: er.Bus,
+                                                                 tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    with pytest.raises(er.ConfigError, match="cannot create the directory") as info:
+        await bus.from_values(1).sink(lambda v: None).run("x", checkpoint_store=a_file)
+    assert info.value.field == "checkpoint_store"
+
+
+async def test_a_bounded_job_that_ends_checkpoints_its_end(bus: er.Bus) -> None:
+    """Resuming a job that ran to its end has nothing left to do."""
+    store = er.MemoryStore()
+    out: list[Any] = []
+    for resume in (False, True):
+        job = await (bus.from_collection(range(1000)).key_by(lambda v: v % 3)
+                     .reduce(lambda a, b: a + b).sink(out.append)
+                     .run("ended", checkpoint_store=store, resume=resume))
+        await job.wait()
+        assert len(out) == 1000  # the second run emitted nothing
+    latest = await store.latest("ended")
+    assert latest is not None

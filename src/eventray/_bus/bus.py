@@ -14,7 +14,7 @@ from eventray._model.callables import describe_target
 from eventray._model.errors import ClosedError, ConfigError, StageFailed, TransportError
 from eventray._model.event import DeadLetter, Event, describe, now_ms
 from eventray._model.protocols import Operator, Source
-from eventray._runtime.checkpoint_store import open_store
+from eventray._runtime.checkpoint_store import DirectoryStore, open_store
 from eventray._runtime.checkpoints import CheckpointSettings, check_shape
 from eventray._runtime.plan import DEAD_LETTERS, JobPlan, Node, compile_stages
 from eventray._runtime.readers import (
@@ -390,6 +390,12 @@ class Bus:
 async def _checkpoint_settings(plan: JobPlan, request: CheckpointRequest) -> CheckpointSettings:
     """The store opened, and the checkpoint to resume from (if asked and there is one)."""
     store = open_store(request.store)
+    if isinstance(store, DirectoryStore):  # fail now, not at the first checkpoint
+        try:
+            await asyncio.to_thread(store.root.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the directory {str(store.root)!r}: "
+                              f"{describe(exc)}", field="checkpoint_store") from exc
     restored = await store.latest(plan.name) if request.resume else None
     if restored is not None:
         check_shape(restored, plan.instance_names())

@@ -124,6 +124,8 @@ class CheckpointCoordinator(Checkpoints):
     async def finished(self, instance: str, state: bytes) -> None:
         self._ended[instance] = state
         self._check()
+        if len(self._ended) == len(self.instances):
+            self._final_wanted.set()  # the job ended: its end is the last checkpoint
 
     def _check(self) -> None:
         if self._current is not None and all(
@@ -149,15 +151,16 @@ class CheckpointCoordinator(Checkpoints):
         return await asyncio.shield(self._final_done)
 
     async def run(self) -> None:
-        """Take a checkpoint every interval, and the final one when asked, until every
-        instance ended (or the job's owner cancels this)."""
+        """Take a checkpoint every interval, and the final one when asked (a drain) or once
+        every instance ended (a bounded job: a resume then has nothing left to do); then
+        return. The job's owner cancels this if the job fails."""
         try:
-            while len(self._ended) < len(self.instances):
+            while True:
                 final = await self._next_request()
                 completed = await self._take(final)
                 if final:
-                    assert self._final_done is not None
-                    self._final_done.set_result(completed)
+                    if self._final_done is not None:
+                        self._final_done.set_result(completed)
                     return
         finally:
             self._closed = True

@@ -145,7 +145,9 @@ class LocalJob(JobBackend):
     async def wait(self) -> None:
         assert self._finished is not None
         await asyncio.shield(self._finished)
-        await self._tasks.aclose()  # the coordinator, if the job ended by itself
+        if self._coordinating is not None and self._failure is None:
+            await asyncio.wait({self._coordinating})  # it writes the job's end, then returns
+        await self._tasks.aclose()
         if self._failure is not None:
             raise self._failure
 
@@ -157,6 +159,8 @@ class LocalJob(JobBackend):
                 runner.request_stop()
             assert self._finished is not None
             await asyncio.shield(self._finished)
+            if self._coordinating is not None and self._failure is None:
+                await asyncio.wait({self._coordinating})  # the last checkpoint is written
         await self._tasks.aclose()
         if self._failure is not None:
             raise self._failure

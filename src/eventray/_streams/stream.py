@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import secrets
@@ -249,10 +250,14 @@ def _checkpoint_request(name: str | None, interval: float | None,
                         store: str | os.PathLike[str] | CheckpointStore | None,
                         resume: bool) -> CheckpointRequest:
     if interval is not None and (
-        isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0
+        isinstance(interval, bool) or not isinstance(interval, (int, float))
+        or not math.isfinite(interval) or interval <= 0
     ):
         raise ConfigError(f"must be a positive number of seconds, got {interval!r}",
                           field="checkpoint_interval")
+    if isinstance(store, str) and not store.strip():
+        raise ConfigError("must name a directory (or leave it out for .eventray/checkpoints)",
+                          field="checkpoint_store")
     if not isinstance(resume, bool):
         raise ConfigError(f"must be True or False, got {resume!r}", field="resume")
     if resume and name is None:

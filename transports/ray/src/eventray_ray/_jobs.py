@@ -459,6 +459,9 @@ class RayJob(JobBackend):
 
     async def wait(self) -> None:
         await self._supervised()
+        if (self._coordinating is not None and self._failure is None
+                and not self.transport.lost):
+            await asyncio.wait({self._coordinating})  # it writes the job's end, then returns
         await self._tasks.aclose()
         self._raise_failure()
 
@@ -498,6 +501,9 @@ class RayJob(JobBackend):
             await self._abort()
         if self._supervisor is not None:
             await self._supervised()
+        if (drain and self._coordinating is not None and self._failure is None
+                and not self.transport.lost):
+            await asyncio.wait({self._coordinating})  # the last checkpoint is written
         await self._tasks.aclose()
         self._raise_failure()
         if drain and self.coordinator is not None:
