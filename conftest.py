@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -21,3 +22,12 @@ def ray_session() -> Iterator[None]:
                  logging_level=logging.WARNING)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[Any]:
+    """A Kafka-protocol broker on 127.0.0.1 for the whole session (Tansu, or the one
+    ``EVENTRAY_TEST_KAFKA`` names), stopped at the end."""
+    testing = pytest.importorskip("eventray_kafka.testing")
+    with testing.KafkaBroker() as broker:
+        yield broker

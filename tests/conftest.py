@@ -18,7 +18,7 @@ def transports_under_test() -> list[str]:
     if chosen:
         return [name.strip() for name in chosen.split(",") if name.strip()]
     installed = er.registry.transports()
-    return [name for name in ("memory", "ray") if name in installed]
+    return [name for name in ("memory", "ray", "kafka") if name in installed]
 
 
 @pytest.fixture(params=transports_under_test())
@@ -26,13 +26,20 @@ def transport_url(request: pytest.FixtureRequest) -> str:
     url: str = request.param
     if url.startswith("ray"):
         request.getfixturevalue("ray_session")
+    if url == "kafka":
+        url = f"kafka://{request.getfixturevalue('kafka').bootstrap_servers}"
     return url
 
 
 def connect(url: str, **options: object) -> er.Bus:
-    """``er.connect`` with per-test isolation: on Ray, a namespace of the test's own."""
-    if url.startswith("ray"):
+    """``er.connect`` with per-test isolation: on Ray and Kafka, a namespace of the test's
+    own (on Kafka also consumer groups that join fast, as the test broker needs)."""
+    if url.startswith(("ray", "kafka")):
         options.setdefault("namespace", f"test-{uuid.uuid4().hex[:12]}")
+    if url.startswith("kafka"):
+        options.setdefault("session_timeout_ms", 3000)
+        options.setdefault("heartbeat_interval_ms", 500)
+        options.setdefault("request_timeout_ms", 5000)
     return er.connect(url, **options)
 
 

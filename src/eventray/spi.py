@@ -19,7 +19,9 @@ What it uses to run a stream's stages:
     ``CheckpointCoordinator``/``CheckpointSettings``/``Checkpoints`` (a job's checkpoints, and
     where stage instances report their parts), ``LocalJob`` (every stage as a task in this
     process), ``Batch``/``BatchChannel`` (what travels, and bounded queues of it) and
-    ``TaskOwner`` (background tasks that ``aclose()`` cancels and awaits).
+    ``TaskOwner`` (background tasks that ``aclose()`` cancels and awaits). A transport that
+    keeps topics itself may swap a plan's ``TopicReader`` (``from_topic``) for a reader of
+    its own, e.g. a ``ConnectorReader`` around a source connector.
 What a connector uses:
     ``er.BaseSource``/``er.BaseSink``/``er.PollingSource`` and ``er.ConnectorConfig`` from
     ``eventray``, plus ``describe`` here to turn an exception into a dead letter's text.
@@ -43,7 +45,7 @@ from ._runtime.emitters import Emitter, NullEmitter, PartitioningEmitter
 from ._runtime.local import JobBackend, LocalJob, Metrics
 from ._runtime.operator import OpContext, StreamOp
 from ._runtime.plan import DEAD_LETTERS, Exchange, JobPlan, StagePlan
-from ._runtime.readers import Reader
+from ._runtime.readers import ConnectorReader, Reader, TopicReader
 from ._runtime.runner import StageRunner
 from ._runtime.tasks import TaskOwner
 from ._topics.delivery import SubscriptionSpec, deliver_from
@@ -62,6 +64,7 @@ __all__ = [
     "CheckpointCoordinator",
     "CheckpointSettings",
     "Checkpoints",
+    "ConnectorReader",
     "Emitter",
     "End",
     "EventStream",
@@ -86,6 +89,7 @@ __all__ = [
     "SubscriptionSpec",
     "TaskOwner",
     "TopicBackend",
+    "TopicReader",
     "Transport",
     "concat",
     "deliver_from",

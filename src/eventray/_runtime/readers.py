@@ -261,8 +261,8 @@ class ConnectorReader(Reader):
 
     def fresh(self, index: int, parallelism: int) -> ConnectorReader:
         if parallelism == 1:
-            return ConnectorReader(self.source)
-        return ConnectorReader(self.source.split(index, parallelism))
+            return type(self)(self.source)
+        return type(self)(self.source.split(index, parallelism))
 
     async def open(self, ctx: StageContext) -> None:
         self._ctx = ctx
@@ -282,14 +282,21 @@ class ConnectorReader(Reader):
         events = await self._read_source(max_records)
         if events is None:
             return None
-        letters = [e.value for e in events if isinstance(e.value, DeadLetter)]
+        failed = self.failed
+        letters = [e.value for e in events if failed(e)]
         if not letters:
             return Batch.from_events(events)
-        self._held = Batch.from_events([e for e in events if not isinstance(e.value, DeadLetter)])
+        self._held = Batch.from_events([e for e in events if not failed(e)])
         assert self._ctx is not None
         await self._ctx.dead_letters(letters)
         held, self._held = self._held, None
         return held
+
+    def failed(self, event: Any) -> bool:
+        """Whether the source returned ``event`` for a record it could not decode: its value
+        is a ``DeadLetter`` (a reader of sources whose records may be dead letters
+        themselves, such as a dead-letter topic, tells them apart here)."""
+        return isinstance(event.value, DeadLetter)
 
     async def _read_source(self, max_records: int) -> Sequence[Any] | None:
         failures = 0

@@ -151,6 +151,7 @@ class KafkaSourceConfig(KafkaConnection):
     value_format: ValueFormat = "json"
     deserializer: Callable[[bytes], Any] | None = None
     key_format: ValueFormat = "text"
+    key_deserializer: Callable[[bytes], Any] | None = None
     commit_on_drain: bool = True
     poll_timeout_ms: PositiveInt = 100
     fetch_max_wait_ms: PositiveInt = 500
@@ -198,6 +199,7 @@ class KafkaSinkConfig(KafkaConnection):
     key: str | Callable[[Any], Any] | None = None
     value_format: ValueFormat = "json"
     serializer: Callable[[Any], bytes | None] | None = None
+    key_serializer: Callable[[Any], bytes | None] | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     acks: Literal[0, 1, -1, "all"] = "all"
     compression_type: Compression | None = alias_field("compression_type", "compression",

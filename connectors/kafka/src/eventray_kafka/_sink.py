@@ -91,6 +91,7 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
         super().__init__(config, **fields)
         self._encode = encoder(self.config.value_format, self.config.serializer)
         self._key_of = _key_function(self.config.key)
+        self._encode_key = self.config.key_serializer or encode_key
         self._producer: AIOKafkaProducer | None = None
         self._unkeyed = itertools.count()
         self._partitions: dict[bytes, int] = {}  # murmur2 is slow in Python: keys repeat
@@ -98,6 +99,8 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
         self.records = 0  # records the brokers acknowledged
         self.batches = 0  # partition batches sent
         self.retries = 0  # rounds of sending again what the brokers did not acknowledge
+        self.ends: dict[int, int] = {}  # per partition, the offset after the last record
+        # the brokers acknowledged
 
     def _make_producer(self) -> AIOKafkaProducer:
         config = self.config
@@ -151,7 +154,7 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
             error = ""
             for partition, entries, future in sent:
                 try:
-                    await future
+                    metadata = await future
                 except KafkaError as exc:
                     error = f"{describe(exc)} (topic {self.config.topic!r})"
                     if _retriable(exc) and loop.time() < deadline:
@@ -160,6 +163,9 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
                         failures.extend((entry[0], error) for entry in entries)
                 else:
                     self.records += len(entries)
+                    end = metadata.offset + len(entries)
+                    if end > self.ends.get(partition, 0):
+                        self.ends[partition] = end
             sent = []
             if not again:
                 return
@@ -181,14 +187,14 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
         if len(self._partitions) > 10_000 or self._partitioned_for != partitions:
             self._partitions, self._partitioned_for = {}, partitions
         by_key = self._partitions
-        unkeyed = partitions[next(self._unkeyed) % len(partitions)]
+        unkeyed = self._unkeyed_partition(partitions)
         out: dict[int, list[_Entry]] = {}
         for index, event in enumerate(batch):
             try:
                 value = encode(event.value)
                 if value is not None and type(value) is not bytes:
                     value = _as_bytes(value)
-                key = encode_key(key_of(event))
+                key = self._encode_key(key_of(event))
                 headers = encode_headers(event.headers, extra) if event.headers or extra \
                     else None
                 ts = event.ts if type(event.ts) is int else int(event.ts)
@@ -205,6 +211,10 @@ class KafkaSink(BaseSink[KafkaSinkConfig]):
                     partition = by_key[key] = _partition_of(key, partitions, partitions)
             out.setdefault(partition, []).append((index, key, value, ts, headers))
         return out
+
+    def _unkeyed_partition(self, partitions: list[int]) -> int:
+        """Where this batch's records without a key go: the partitions in turn."""
+        return partitions[next(self._unkeyed) % len(partitions)]
 
     def _check_size(self, key: bytes | None, value: bytes, headers: Any) -> None:
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])

@@ -21,15 +21,16 @@ stream sends it to the dead-letter topic and goes on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from eventray import BaseSource, ConfigError, DeadLetter, Event
+from eventray import BaseSource, ConfigError, ConnectorError, DeadLetter, Event
 from eventray.spi import describe
 
 from ._client import connection_options, start_client, translate
@@ -81,16 +82,18 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
 
     kind = "kafka-source"
     config_type = KafkaSourceConfig
+    letter_type = DeadLetter  # what a record that does not decode comes back as
 
     def __init__(self, config: Any = None, /, **fields: Any) -> None:
         super().__init__(config, **fields)
         self._decode = decoder(self.config.value_format, self.config.deserializer)
-        self._decode_key = decoder(self.config.key_format)
+        self._decode_key = self.config.key_deserializer or decoder(self.config.key_format)
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: Positions = {}  # next offset to hand out, per owned partition
         self._restored: Positions = {}  # from restore(), applied at the next assignment
         self._kept: Positions = {}  # positions of partitions revoked by a rebalance in progress
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._drained = False
         self.commits = 0  # commit() calls that reached the group
         self.committed: Positions = {}  # what this source last committed, per partition
@@ -135,11 +138,28 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
 
     async def start(self) -> None:
         """Connect (retrying ``connect_retries`` times), join the group and wait for its
-        partitions; a clear ``ConnectorError`` if the brokers cannot be reached."""
-        if self._consumer is not None:
+        partitions; a clear ``ConnectorError`` if the brokers cannot be reached. A drain
+        (``stop_reading``) while joining gives up the join: nothing was read yet."""
+        if self._consumer is not None or self._stop_requested.is_set():
             return
-        self._consumer = await start_client(self._make_consumer, self.config, kind=self.kind,
-                                            timeout=self.config.start_timeout_ms / 1000)
+        starting = asyncio.ensure_future(start_client(
+            self._make_consumer, self.config, kind=self.kind,
+            timeout=self.config.start_timeout_ms / 1000))
+        stopping = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            await asyncio.gather(stopping, return_exceptions=True)
+            if not starting.done():
+                starting.cancel()  # start_client stops a client it could not start
+                await asyncio.gather(starting, return_exceptions=True)
+        if starting.cancelled():
+            return
+        if self._stop_requested.is_set():  # it started as the drain began: not needed
+            await starting.result().stop()
+            return
+        self._consumer = starting.result()
         if self.config.group_id is None:
             self._assigned(set(self._consumer.assignment()), self._consumer)
 
@@ -165,13 +185,34 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         if assigned:
             log.info("%s: partitions assigned: %s", self.kind, _names(assigned))
 
+    def _drain_targets(self) -> dict[TopicPartition, int]:
+        """Offsets a drain reads up to before it ends (none: it ends at once)."""
+        return {}
+
+    async def _behind(self) -> bool:
+        """Whether a partition this source owns is short of its drain target."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        owned = consumer.assignment()
+        for tp, end in self._drain_targets().items():
+            if tp in owned:
+                position = self._positions.get(tp)
+                if position is None:
+                    position = await consumer.position(tp)
+                if position < end:
+                    return True
+        return False
+
     async def read(self, max_events: int) -> Sequence[Event] | None:
-        if self._stopping:
+        if self._stopping and not await self._behind():
             self._drained = True
             return None
         if self._consumer is None:
             await self.start()
-        assert self._consumer is not None
+            if self._consumer is None:  # a drain began while joining
+                self._drained = True
+                return None
         try:
             batches = await self._consumer.getmany(timeout_ms=self.config.poll_timeout_ms,
                                                    max_records=max_events)
@@ -185,34 +226,17 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         return events
 
     def _events(self, records: list[ConsumerRecord[bytes, bytes]]) -> list[Event]:
-        decode, decode_key = self._decode, self._decode_key
-        events = []
-        for record in records:
-            try:
-                value = record.value
-                key = record.key
-                events.append(Event(
-                    decode(value) if value is not None else None,
-                    decode_key(key) if key is not None else None,
-                    record.timestamp,
-                    decode_headers(record.headers) if record.headers else None,
-                    (record.topic, record.partition, record.offset),
-                ))
-            except Exception as exc:
-                events.append(self._dead_letter(record, exc))
+        letter = self.letter_type
+        events = record_events(records, self._decode, self._decode_key, self.kind, letter)
+        self.dead_letters += sum(type(event.value) is letter for event in events)
         return events
 
-    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: Exception) -> Event:
-        self.dead_letters += 1
-        where = f"topic {record.topic!r}, partition {record.partition}, offset {record.offset}"
-        letter = DeadLetter(record.value, f"{describe(error)} ({where})", self.kind,
-                            record.key, record.timestamp)
-        position = (record.topic, record.partition, record.offset)
-        return Event(letter, record.key, record.timestamp, None, position)
-
     def stop_reading(self) -> None:
-        """A drain: the read in progress returns what it fetched, later reads None."""
+        """A drain: the read in progress returns what it fetched, later reads None (once
+        the drain targets, if any, are reached; without any, a join in progress ends)."""
         self._stopping = True
+        if not self._drain_targets():
+            self._stop_requested.set()
 
     def snapshot(self) -> dict[str, dict[int, int]]:
         """``{topic: {partition: next offset}}`` of what was handed out, per partition this
@@ -240,9 +264,14 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         if not offsets:
             return
         try:
-            await consumer.commit(offsets)
+            async with asyncio.timeout(self.config.request_timeout_ms / 1000):
+                await consumer.commit(offsets)
         except KafkaError as exc:
             raise translate(exc, self.kind, f"committing {_names(offsets)}") from exc
+        except TimeoutError as exc:  # a later commit covers these offsets
+            raise ConnectorError(f"committing {_names(offsets)} took more than "
+                                 f"{self.config.request_timeout_ms} ms", kind=self.kind,
+                                 retriable=True) from exc
         self.committed.update(offsets)
 
     async def stop(self) -> None:
@@ -260,6 +289,31 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
                     self._consumer = None
         finally:
             await consumer.stop()
+
+
+def record_events(records: list[ConsumerRecord[bytes, bytes]], decode: Callable[[bytes], Any],
+                  decode_key: Callable[[bytes], Any], kind: str,
+                  letter: type[DeadLetter] = DeadLetter) -> list[Event]:
+    """One event per record; a record that does not decode is an event whose value is a
+    ``letter`` (a ``DeadLetter``) naming its topic, partition and offset."""
+    events = []
+    for record in records:
+        position = (record.topic, record.partition, record.offset)
+        value, key = record.value, record.key
+        try:
+            events.append(Event(
+                decode(value) if value is not None else None,
+                decode_key(key) if key is not None else None,
+                record.timestamp,
+                decode_headers(record.headers) if record.headers else None,
+                position,
+            ))
+        except Exception as exc:
+            where = f"topic {record.topic!r}, partition {record.partition}, " \
+                    f"offset {record.offset}"
+            failure = letter(value, f"{describe(exc)} ({where})", kind, key, record.timestamp)
+            events.append(Event(failure, key, record.timestamp, None, position))
+    return events
 
 
 def _names(partitions: Any) -> str:
