@@ -1,0 +1,22 @@
+"""Files and object storage for eventray: ``file-source``, ``file-sink``,
+``object-storage-sink`` and ``ObjectStorageStore`` (checkpoints in a bucket); an S3 test
+server in ``eventray_files.testing``."""
+
+from ._config import (
+    FileSinkConfig,
+    FileSourceConfig,
+    ObjectStorageConnection,
+    ObjectStorageSinkConfig,
+    parse_s3_url,
+)
+from ._object_sink import ObjectStorageSink, named_object
+
+__all__ = [
+    "FileSinkConfig",
+    "FileSourceConfig",
+    "ObjectStorageConnection",
+    "ObjectStorageSink",
+    "ObjectStorageSinkConfig",
+    "named_object",
+    "parse_s3_url",
+]
