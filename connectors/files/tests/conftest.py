@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from eventray_files.testing import S3Server
+
+# the tests import files_helpers beside them (with --import-mode=importlib this folder is no
+# package: a tests/__init__.py here would clash with the root tests package)
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")

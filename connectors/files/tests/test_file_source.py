@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from files_helpers import WAIT, next_checkpoint, until
 
 import eventray as er
 from eventray.testing import Recorder
 from eventray_files import FileSource
-
-WAIT = 30.0  # generous: the machine is shared
 
 
 async def collect(source: Any) -> tuple[list[Any], list[er.DeadLetter]]:
@@ -66,12 +63,6 @@ async def test_bad_encoding_and_overlong_lines_are_dead_letters(tmp_path: Path) 
     assert "UnicodeDecodeError" in letters[0].error and "byte 5 of mixed.txt" in letters[0].error
     assert "longer than max_line_bytes" in letters[1].error
     assert all(letter.stage == "file-source" for letter in letters)
-
-
-async def until(check: Callable[[], Any], what: str) -> None:
-    async with asyncio.timeout(WAIT):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 async def test_follow_reads_appended_lines_and_holds_a_partial_one(tmp_path: Path) -> None:
@@ -153,10 +144,8 @@ async def test_checkpoint_then_kill_then_resume_counts_every_line_once(tmp_path:
     async with er.connect("memory") as bus:
         last: dict[str, int] = {}
         job = await counting(bus, last, resume=False)
-        await until(lambda: sum(last.values()) == 90, "the first 90 lines")
-        seen = max(m.get("checkpoint_completed", 0) for m in job.metrics().values())
-        await until(lambda: max(m.get("checkpoint_completed", 0)
-                                for m in job.metrics().values()) > seen + 1, "a checkpoint")
+        await until(lambda: sum(last.values()) == 90)
+        await next_checkpoint(job)
         with path.open("a") as file:  # read or not before the kill: either way counted once
             file.write("".join(f"u{i % 3}\n" for i in range(30)) + "u0")
         await job.stop(drain=False)
@@ -167,8 +156,7 @@ async def test_checkpoint_then_kill_then_resume_counts_every_line_once(tmp_path:
         job = await counting(bus, last, resume=True)
         with path.open("a") as file:
             file.write(" and more\nu1\n")  # completes the partial line, adds one
-        await until(lambda: last.get("u1") == 41, "the resumed counts")
-        await until(lambda: "u0 and more" in last, "the completed partial line")
+        await until(lambda: last.get("u1") == 41 and "u0 and more" in last)
         await job.stop(drain=True)
     assert last == {"u0": 40, "u1": 41, "u2": 40, "u0 and more": 1}
     assert len(emitted) <= 32  # resumed: only lines after the checkpoint were read again

@@ -27,13 +27,13 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pydantic
-from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PreconditionError
+from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import S3Store
 
 from eventray import Checkpoint, ConfigError
 
 from ._config import ObjectStorageConnection, folder, parse_s3_url
-from ._store import make_store, translate
+from ._store import STORE_ERRORS, make_store, translate
 
 log = logging.getLogger("eventray")
 
@@ -106,9 +106,9 @@ class ObjectStorageStore:
     async def _exists(self, path: str) -> bool:
         try:
             await self.store.head_async(path)
-        except NotFoundError:
+        except FileNotFoundError:
             return False
-        except BaseError as exc:
+        except STORE_ERRORS as exc:
             raise translate(exc, _KIND, f"cannot read {path}") from exc
         return True
 
@@ -126,7 +126,7 @@ class ObjectStorageStore:
         path = f"{directory}parts/{quote(name, safe='')}{_PART_SUFFIX}"
         try:
             await self.store.put_async(path, bytes(data))
-        except BaseError as exc:
+        except STORE_ERRORS as exc:
             raise translate(exc, _KIND, f"cannot write {path}") from exc
 
     async def complete(self, job: str, checkpoint_id: int) -> None:
@@ -154,7 +154,7 @@ class ObjectStorageStore:
         except (AlreadyExistsError, PreconditionError):
             raise ValueError(
                 f"checkpoint {checkpoint_id} of job {job!r} is already complete") from None
-        except BaseError as exc:
+        except STORE_ERRORS as exc:
             raise translate(exc, _KIND, f"cannot complete {directory}") from exc
 
     async def _list(self, prefix: str) -> list[Any]:
@@ -181,7 +181,7 @@ class ObjectStorageStore:
                 if found is not None:
                     log.warning("checkpoint %s is corrupt, trying an older one: %s",
                                 self._dir(job, checkpoint_id), found)
-        except BaseError as exc:
+        except STORE_ERRORS as exc:
             raise translate(exc, _KIND, f"cannot read the checkpoints of {job!r}") from exc
         return None
 
@@ -190,7 +190,7 @@ class ObjectStorageStore:
         directory = self._dir(job, checkpoint_id)
         try:
             raw = await self._get(directory + MANIFEST)
-        except NotFoundError:
+        except FileNotFoundError:
             return None
         try:
             created, entries = _parse_manifest(raw, checkpoint_id)
@@ -201,7 +201,7 @@ class ObjectStorageStore:
             what = f"part {name!r} ({file})"
             try:
                 data = await self._get(f"{directory}parts/{file}")
-            except NotFoundError:
+            except FileNotFoundError:
                 return f"{what} is missing"
             if len(data) != size:
                 return f"{what} is {len(data)} bytes, the manifest says {size}"
@@ -224,7 +224,7 @@ class ObjectStorageStore:
             doomed = complete[keep:] + [i for i in ids if i not in complete and i < complete[0]]
             for checkpoint_id in sorted(doomed):
                 await self._delete(self._dir(job, checkpoint_id))
-        except BaseError as exc:
+        except STORE_ERRORS as exc:
             raise translate(exc, _KIND, f"cannot prune the checkpoints of {job!r}") from exc
 
     async def _delete(self, directory: str) -> None:

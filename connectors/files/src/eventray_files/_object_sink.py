@@ -28,14 +28,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
 from eventray import BaseSink, ConnectorError, Event, RejectedEvents
 from eventray.spi import describe
 
 from ._config import ObjectStorageSinkConfig
-from ._store import make_store, translate
+from ._store import STORE_ERRORS, make_store, translate
 
 _EXTENSIONS = {"json": ".jsonl", "text": ".txt", "bytes": ".bin"}
 _CONTENT_TYPES = {"json": "application/x-ndjson", "text": "text/plain; charset=utf-8",
@@ -168,7 +167,7 @@ class ObjectStorageSink(BaseSink[ObjectStorageSinkConfig]):
         assert store is not None
         try:
             await store.put_async(name, body, attributes={"Content-Type": content_type})
-        except BaseError as exc:
+        except STORE_ERRORS as exc:
             raise translate(exc, self.kind,
                             f"cannot write s3://{self.config.bucket}/{name}") from exc
         self.objects += 1

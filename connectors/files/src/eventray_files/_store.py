@@ -6,12 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from obstore.exceptions import (
-    BaseError,
-    NotFoundError,
-    PermissionDeniedError,
-    UnauthenticatedError,
-)
+from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
 from eventray import ConnectorError
@@ -49,8 +44,13 @@ def make_store(config: ObjectStorageConnection) -> S3Store:
     return S3Store(config.bucket, config=s3, client_options=client, retry_config=retry)
 
 
-def translate(exc: BaseError, kind: str, doing: str) -> ConnectorError:
+# What obstore raises when a request fails (a missing object or bucket is a FileNotFoundError).
+STORE_ERRORS = (BaseError, FileNotFoundError)
+
+
+def translate(exc: Exception, kind: str, doing: str) -> ConnectorError:
     """An obstore error as a ``ConnectorError`` saying what failed; auth errors and missing
     buckets are not worth retrying."""
-    permanent = isinstance(exc, PermissionDeniedError | UnauthenticatedError | NotFoundError)
+    permanent = isinstance(exc, PermissionDeniedError | UnauthenticatedError
+                           | FileNotFoundError)
     return ConnectorError(f"{doing}: {describe(exc)}", kind=kind, retriable=not permanent)
