@@ -46,7 +46,7 @@ async def main(url: str = "memory") -> None:
         await sink.stop()
 
         for name, body in sorted(s3.objects("archive", "errors/").items()):
-            print("errors object:", [json.loads(line) for line in body.splitlines()])
+            print(f"errors/<run>-{name[-16:]}:", [json.loads(line) for line in body.splitlines()])
         print("logs/app.log:", len(s3.objects("archive", "logs/")["logs/app.log"]), "bytes")
         checkpoint = await store.latest("archive-errors")
         print("last checkpoint:", checkpoint is not None)

@@ -132,7 +132,7 @@ def test_custom_connector(tmp_path: Path) -> None:
 
 def test_files_pipeline() -> None:
     assert run_example("files_pipeline.py", "memory").splitlines() == [
-        "errors object: [{'error': 'disk full'}, {'error': 'disk still full'}]",
+        "errors/<run>-0000000000.jsonl: [{'error': 'disk full'}, {'error': 'disk still full'}]",
         "logs/app.log: 70 bytes",
         "last checkpoint: True",
     ]

@@ -83,6 +83,18 @@ async def test_follow_reads_appended_lines_and_holds_a_partial_one(tmp_path: Pat
     assert await source.read(100) is None
 
 
+async def test_a_rotated_file_is_read_from_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_text("old 1\nold 2\n")
+    source = FileSource(path=str(path), follow=True, poll_interval=0.01)
+    assert [e.value for e in await source.read(100) or []] == ["old 1", "old 2"]
+    path.rename(tmp_path / "app.log.1")  # rotated: a new, longer file takes the name
+    path.write_text("new 1\nnew 2\nnew 3\n")
+    assert [e.value for e in await source.read(100) or []] == ["new 1", "new 2", "new 3"]
+    path.write_text("cut\n")  # truncated in place
+    assert [e.value for e in await source.read(100) or []] == ["cut"]
+
+
 async def test_follow_notices_new_files_in_a_directory(tmp_path: Path) -> None:
     async with er.connect("memory") as bus:
         got = Recorder()

@@ -11,7 +11,8 @@ a time per source), at most ``chunk_size`` bytes and ``max_events`` events per `
 written); without ``follow`` a last line with no newline is emitted at the end. A line that
 does not decode, or is longer than ``max_line_bytes``, is a dead letter naming the file and
 offset. A file that shrank below its offset (truncated or replaced) is read again from the
-start, with a warning.
+start, with a warning, and so is a file replaced by another of the same name (a new inode,
+as log rotation makes) while the source runs.
 
 Following. With ``follow`` the source never ends: a ``read`` that finds nothing new waits
 ``poll_interval`` seconds (waking early for a drain), lists the directory again and returns
@@ -62,6 +63,7 @@ class FileSource(BaseSource[FileSourceConfig]):
         self.root = Path(self.config.path)
         self.share = share  # (index, count): this instance reads the files hashing to index
         self.offsets: dict[str, int] = {}  # file (relative name) -> bytes handed out
+        self._inodes: dict[str, tuple[int, int]] = {}  # file -> (device, inode) last seen
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self.dead_letters = 0
@@ -153,13 +155,16 @@ class FileSource(BaseSource[FileSourceConfig]):
                 continue
             offset = self.offsets.get(name, 0)
             try:
-                size = path.stat().st_size
+                stat = path.stat()
             except FileNotFoundError:
                 continue
-            if size < offset:
-                log.warning("%s: %s shrank below offset %d (truncated or replaced); reading "
-                            "it again from the start", self.kind, path, offset)
+            size, inode = stat.st_size, (stat.st_dev, stat.st_ino)
+            replaced = self._inodes.setdefault(name, inode) != inode
+            if size < offset or (replaced and offset):
+                log.warning("%s: %s was %s; reading it again from the start", self.kind, path,
+                            "replaced" if replaced else f"truncated below offset {offset}")
                 offset = found.offsets[name] = 0
+            self._inodes[name] = inode
             if size > offset:
                 budget -= self._read_lines(name, path, offset, max_events, budget, found)
         return found
