@@ -179,6 +179,7 @@ async def test_checkpoint_then_kill_then_resume_counts_every_line_once(tmp_path:
     ({"path": "."}, None),
     ({"path": ".", "value_format": "json"}, "value_format"),
     ({"path": ".", "encoding": "klingon"}, "encoding"),
+    ({"path": ".", "encoding": "utf-16"}, "encoding"),
     ({"path": ".", "poll_interval": 0.0}, "poll_interval"),
     ({"path": ".", "folow": True}, "folow"),
 ])

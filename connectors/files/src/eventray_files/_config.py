@@ -27,8 +27,12 @@ _IP = re.compile(r"\d+\.\d+\.\d+\.\d+")
 def _encoding(value: str) -> str:
     try:
         codecs.lookup(value)
+        newline = "\n".encode(value)
     except LookupError:
-        raise ValueError(f"unknown encoding {value!r}") from None
+        raise ValueError(f"unknown text encoding {value!r}") from None
+    if newline != b"\n":
+        raise ValueError(f"{value!r} does not write a newline as one byte b'\\n', so lines "
+                         "cannot be split on it (use utf-8, latin-1, ...)")
     return value
 
 
