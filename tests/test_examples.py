@@ -128,3 +128,12 @@ def test_custom_connector(tmp_path: Path) -> None:
         "bad config: dice-source: field 'rolls': Field required (also field 'rols': Extra "
         "inputs are not permitted (did you mean 'rolls'?))",
     ]
+
+
+@pytest.mark.parametrize("transport", ["memory", "ray"])
+def test_mail_and_sms_bridge(transport: str, request: pytest.FixtureRequest) -> None:
+    env = request.getfixturevalue("on_ray") if transport == "ray" else None
+    assert run_example("mail_and_sms.py", transport, env=env).splitlines() == [
+        "sms to +15552223333: dinner: at 7, see you there",
+        "mail to ops@example.org: SMS from +15552223333: on my way",
+    ]
