@@ -186,8 +186,16 @@ async def run_bridge(args: argparse.Namespace, store: str) -> None:
         smtp_host, smtp_port = await smtp_in.listening()
         webhook = await sms_in.listening()
         print(f"listening: smtp {smtp_host}:{smtp_port}, sms webhook {webhook}", flush=True)
-        if args.scripted:
-            await scenario(smtp_host, smtp_port, webhook, hive, gateway, internet_mail)
+        if args.scripted:  # until the scenario is over, or Ctrl-C
+            play = asyncio.create_task(
+                scenario(smtp_host, smtp_port, webhook, hive, gateway, internet_mail))
+            interrupted = asyncio.create_task(stop.wait())
+            await asyncio.wait({play, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (play, interrupted):
+                task.cancel()
+            await asyncio.wait({play, interrupted})
+            if not stop.is_set():
+                play.result()  # a scenario that failed says why
         else:
             await stop.wait()
 

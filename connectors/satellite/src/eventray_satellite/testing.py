@@ -85,6 +85,7 @@ class HiveSimulator:
         self._sessions: set[str] = set()
         self._ids = itertools.count(1000)
         self._failures: list[int] = []  # statuses for the next calls
+        self._raw: dict[int, str] = {}  # packets whose data field is given as it is
         self._runner: web.AppRunner | None = None
         self._changed: asyncio.Condition | None = None
 
@@ -114,8 +115,6 @@ class HiveSimulator:
         self._raw[packet_id] = data_base64
         return packet_id
 
-    _raw: dict[int, str]
-
     def expire_sessions(self) -> None:
         """Every session ends: the next API call of each client gets 401."""
         self._sessions.clear()
@@ -125,7 +124,6 @@ class HiveSimulator:
         self._failures.extend([status] * count)
 
     async def start(self) -> None:
-        self._raw = {}
         self._changed = asyncio.Condition()
         app = web.Application(middlewares=[self._faults])
         app.router.add_post("/login", self._login)
