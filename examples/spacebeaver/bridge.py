@@ -206,6 +206,8 @@ async def run_bridge(args: argparse.Namespace, store: str) -> None:
         for job in (uplink, downlink):
             checkpoint = max(m["checkpoint_completed"] for m in job.metrics().values())
             print(f"{job.name}: final checkpoint {checkpoint} taken", flush=True)
+        acked = ", ".join(map(str, hive.acked)) or "none"
+        print(f"satellite gateway: packets acknowledged once safe: {acked}", flush=True)
         if args.record:
             record(args.record, hive, gateway, internet_mail)
 
