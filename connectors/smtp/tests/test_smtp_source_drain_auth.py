@@ -160,3 +160,18 @@ async def test_auth_over_starttls(bus: er.Bus, tls: TlsFiles) -> None:
         await asyncio.to_thread(_sendmail, address, login=good)
     await bus.topic("mail").flush()
     assert [v["rcpt_to"] for v in received] == ["bob@example.org"]
+
+
+async def test_a_sender_stalled_mid_message_holds_a_drain_only_drain_timeout() -> None:
+    async with er.connect("memory") as bus:
+        source = SmtpSource(drain_timeout=0.3)
+        job = await bus.from_source(source).sink(lambda value: None).run("stalled")
+        stalled, _ = await RawClient.open(await asyncio.wait_for(source.listening(), 10))
+        await stalled.start_message()
+        stalled.writer.write(MESSAGE)  # and never the final "."
+        await until(lambda: source.transmitting == 1)
+        await asyncio.wait_for(job.stop(drain=True), 30)
+        assert source.refused == {}, "it never finished its message: nothing to refuse"
+        stalled.writer.write(b".\r\n")
+        assert await stalled.reply() == "", "cut off without a 250: the sender retries"
+        await stalled.close()
