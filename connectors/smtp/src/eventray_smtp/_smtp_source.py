@@ -97,6 +97,10 @@ class _Session(SMTP):
             self.loop.call_soon(transport.close)
 
     async def smtp_DATA(self, arg: str) -> None:
+        if self.source.draining and self.source._pending.closed:  # refused before the data
+            await self.push(SHUTTING_DOWN)
+            self.close_after_reply()
+            return
         self.source._transmitting += 1
         try:
             await super().smtp_DATA(arg)
