@@ -175,3 +175,17 @@ async def test_a_sender_stalled_mid_message_holds_a_drain_only_drain_timeout() -
         stalled.writer.write(b".\r\n")
         assert await stalled.reply() == "", "cut off without a 250: the sender retries"
         await stalled.close()
+
+
+async def test_a_transaction_begun_before_the_drain_gets_421_at_data() -> None:
+    source = SmtpSource()
+    await source.start()
+    client, _ = await RawClient.open(source.address)
+    for line in ("EHLO me", "MAIL FROM:<a@b.net>", "RCPT TO:<bob@example.org>"):
+        assert (await client.command(line)).startswith("250")
+    source.drain()  # nothing is being transmitted: the drain ends at once
+    assert await source.read(10) is None
+    assert (await client.command("DATA")).startswith("421"), "refused before the data"
+    assert await client.reply() == "", "and the connection is closed"
+    await client.close()
+    await source.stop()
