@@ -211,3 +211,17 @@ def test_config_errors_name_the_field() -> None:
         er.connector("sms-source", auth={"user": "x"})
     with pytest.raises(er.ConfigError, match="field 'path'"):
         er.connector("sms-source", path="callbacks")
+
+
+async def test_oversized_and_deeply_nested_bodies_are_refused(bus: er.Bus) -> None:
+    source, received = await start(bus, max_body=1000)
+    async with aiohttp.ClientSession() as session:
+        big = [message_received(from_=PHONE, to=OURS, text="x" * 2000)]
+        async with session.post(source.url, json=big) as response:
+            assert response.status == 413
+        roomy, _ = await start(bus, "sms-roomy")
+        nested = "[" * 50_000 + "]" * 50_000
+        async with session.post(roomy.url, data=nested) as response:
+            assert response.status == 400
+    assert (source.refused, roomy.refused) == ({413: 1}, {400: 1})
+    assert received.values == []

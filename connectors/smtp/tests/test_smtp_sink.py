@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
 from typing import Any
 
@@ -144,3 +145,45 @@ def test_config_errors_name_the_field() -> None:
         er.connector("smtp-sink", mail_from="a@b.org", starttls=True, use_tls=True)
     with pytest.raises(er.ConfigError, match="field 'retries'"):
         er.connector("smtp-sink", mail_from="a@b.org", retries=-1)
+
+
+async def test_a_server_that_is_not_there_is_retried_then_a_dead_letter() -> None:
+    async with SmtpSinkServer() as server:
+        port = server.port
+    sink = SmtpSink(host="127.0.0.1", port=port, mail_from="b@example.org", retries=2,
+                    backoff_initial=0.01)
+    [letter] = await deliver(sink, [{"to": "ann@example.org", "text": "x"}])
+    assert letter.error.startswith("SMTPConnectError")
+    assert letter.error.endswith("(after 2 retries)")
+    assert sink.attempts == 3
+
+
+async def test_connections_bound_concurrency_and_idle_ones_are_replaced() -> None:
+    async with SmtpSinkServer() as server:
+        sink = sink_for(server, connections=2, idle_timeout=0.05)
+        await sink.start()
+        await sink.write([er.Event({"to": "ann@example.org", "text": str(i)})
+                          for i in range(10)])
+        assert (len(server.messages), server.connections) == (10, 2)
+        await asyncio.sleep(0.1)  # both pooled connections are now idle for too long
+        await sink.write([er.Event({"to": "ann@example.org", "text": "later"})])
+        await sink.stop()
+        assert (len(server.messages), sink.connects) == (11, 3)
+
+
+async def test_a_server_that_never_answers_times_out() -> None:
+    clients: list[asyncio.StreamWriter] = []
+
+    def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        clients.append(writer)
+
+    silent = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    sink = SmtpSink(host="127.0.0.1", port=port, mail_from="b@example.org", timeout=0.2,
+                    retries=0)
+    [letter] = await deliver(sink, [{"to": "ann@example.org", "text": "x"}])
+    assert letter.error.startswith("SMTPConnectTimeoutError")
+    for writer in clients:
+        writer.close()
+    silent.close()
+    await silent.wait_closed()

@@ -122,3 +122,57 @@ def test_config_errors_name_the_field() -> None:
         er.connector("smtp-source", max_message_size=0)
     with pytest.raises(er.ConfigError, match="field 'port'"):
         er.connector("smtp-source", port=70000)
+
+
+async def test_malformed_messages_are_still_delivered(bus: er.Bus) -> None:
+    source, received = await start(bus)
+    broken = [
+        b"Message-ID: <<>>\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\nbody one\r\n",
+        b"To: c@[\r\nContent-Type: multipart/alternative; boundary=XX\r\n\r\n--XX\r\n"
+        b"Content-Type: text/plain; charset=u\x00f-8\r\n\r\nbody two\r\n--XX--\r\n",
+    ]
+    for message in broken:
+        await asyncio.to_thread(send, source, ["bob@example.org"], message)
+    first, second = await received.wait_for(2)
+    assert (first["subject"], first["text"], first["headers"]["Message-ID"]) == (
+        "Grüße", "body one\n", "<<>>")
+    assert second["text"] == "body two"
+
+
+async def test_a_message_that_cannot_be_read_is_a_dead_letter(
+    bus: er.Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(raw: bytes) -> dict[str, Any]:
+        raise ValueError("cannot read this")
+
+    monkeypatch.setattr("eventray_smtp._smtp_source.parse", unreadable)
+    letters = Recorder()
+    bus.dead_letters >> letters
+    source = SmtpSource()
+    delivered: list[Any] = []
+    job = await bus.from_source(source).sink(delivered.append).run("unreadable")
+    await asyncio.wait_for(source.listening(), 10)
+    assert await asyncio.to_thread(send, source, ["bob@example.org"]) == {}, \
+        "accepted: the dead letter keeps it"
+    [letter] = await letters.wait_for(1)
+    assert letter.error == "ValueError: cannot read this"
+    assert (letter.value["rcpt_to"], letter.value["raw"]) == ("bob@example.org", PLAIN)
+    await job.stop(drain=True)
+    assert delivered == []
+
+
+async def test_recipient_and_connection_limits(bus: er.Bus) -> None:
+    source, received = await start(bus, max_recipients=2, max_connections=1)
+
+    def three_recipients() -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP(*source.address, timeout=30) as client:
+            with pytest.raises(smtplib.SMTPConnectError) as turned_away:
+                smtplib.SMTP(*source.address, timeout=30)
+            assert turned_away.value.smtp_code == 421, "one connection at most"
+            return client.sendmail("a@b.net", ["a@example.org", "b@example.org",
+                                               "c@example.org"], PLAIN)
+
+    refused = await asyncio.to_thread(three_recipients)
+    assert refused["c@example.org"][0] == 452
+    assert [e["rcpt_to"] for e in await received.wait_for(2)] == ["a@example.org",
+                                                                   "b@example.org"]

@@ -160,3 +160,32 @@ async def test_auth_over_starttls(bus: er.Bus, tls: TlsFiles) -> None:
         await asyncio.to_thread(_sendmail, address, login=good)
     await bus.topic("mail").flush()
     assert [v["rcpt_to"] for v in received] == ["bob@example.org"]
+
+
+async def test_a_sender_stalled_mid_message_holds_a_drain_only_drain_timeout() -> None:
+    async with er.connect("memory") as bus:
+        source = SmtpSource(drain_timeout=0.3)
+        job = await bus.from_source(source).sink(lambda value: None).run("stalled")
+        stalled, _ = await RawClient.open(await asyncio.wait_for(source.listening(), 10))
+        await stalled.start_message()
+        stalled.writer.write(MESSAGE)  # and never the final "."
+        await until(lambda: source.transmitting == 1)
+        await asyncio.wait_for(job.stop(drain=True), 30)
+        assert source.refused == {}, "it never finished its message: nothing to refuse"
+        stalled.writer.write(b".\r\n")
+        assert await stalled.reply() == "", "cut off without a 250: the sender retries"
+        await stalled.close()
+
+
+async def test_a_transaction_begun_before_the_drain_gets_421_at_data() -> None:
+    source = SmtpSource()
+    await source.start()
+    client, _ = await RawClient.open(source.address)
+    for line in ("EHLO me", "MAIL FROM:<a@b.net>", "RCPT TO:<bob@example.org>"):
+        assert (await client.command(line)).startswith("250")
+    source.drain()  # nothing is being transmitted: the drain ends at once
+    assert await source.read(10) is None
+    assert (await client.command("DATA")).startswith("421"), "refused before the data"
+    assert await client.reply() == "", "and the connection is closed"
+    await client.close()
+    await source.stop()

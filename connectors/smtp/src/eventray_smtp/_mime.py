@@ -9,6 +9,7 @@ leniently rather than refused, so an odd message is still delivered.
 from __future__ import annotations
 
 import email
+import email.header
 import email.policy
 import re
 from email.message import EmailMessage, Message
@@ -76,7 +77,7 @@ def _content(part: Message) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return payload.decode(charset, errors="replace")
-    except LookupError:
+    except (LookupError, ValueError):  # an unknown charset, or a name with a NUL in it
         return payload.decode("utf-8", errors="replace")
 
 
@@ -92,17 +93,42 @@ def message_text(message: EmailMessage) -> str:
     return text
 
 
+def _header(name: str, value: str) -> str:
+    """A header's value decoded (encoded words too); as received when it will not parse."""
+    try:
+        return str(email.policy.default.header_fetch_parse(name, value))
+    except Exception:  # the parser has bugs on malformed headers (IndexError, ...)
+        try:
+            return str(email.header.make_header(email.header.decode_header(value)))
+        except Exception:
+            return value.replace("\r\n", "").replace("\n", "")
+
+
+def _plain_text(raw: bytes) -> str:
+    """The text of a message the modern parser cannot read, found the old way."""
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    parts = [p for p in message.walk() if p.get_content_maintype() == "text"]
+    for subtype in ("plain", "html"):
+        for part in parts:
+            if part.get_content_subtype() == subtype and not part.get_filename():
+                text = _content(part).replace("\r\n", "\n")
+                return html_to_text(text) if subtype == "html" else text
+    return ""
+
+
 def parse(raw: bytes) -> dict[str, Any]:
     """``subject``, ``text``, ``headers`` (the first value of each header name, decoded) and
-    ``raw`` of a message as received."""
+    ``raw`` of a message as received. Malformed headers and MIME structure are read as far
+    as they go rather than refused."""
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     headers: dict[str, str] = {}
-    for name, value in message.items():
-        headers.setdefault(name, str(value))
-    return {
-        "subject": str(message.get("Subject", "")),
-        "text": message_text(message),
-        "headers": headers,
-        "raw": raw,
-    }
+    for name, value in message.raw_items():
+        if name not in headers:
+            headers[name] = _header(name, value)
+    try:
+        text = message_text(message)
+    except Exception:  # the parser's bugs on malformed headers: look for the text plainly
+        text = _plain_text(raw)
+    subject = next((v for k, v in headers.items() if k.lower() == "subject"), "")
+    return {"subject": subject, "text": text, "headers": headers, "raw": raw}

@@ -111,6 +111,7 @@ class _Pool:
     def __init__(self, config: SmtpSinkConfig) -> None:
         self.config = config
         self.connects = 0
+        self.closed = False
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._slots = asyncio.Semaphore(config.connections)
 
@@ -153,12 +154,14 @@ class _Pool:
             self._put_back(client)
 
     def _put_back(self, client: aiosmtplib.SMTP) -> None:
-        if client.is_connected:
+        if client.is_connected and not self.closed:
             self._idle.append((client, time.monotonic()))
         else:
             client.close()
 
     async def close(self) -> None:
+        """Say QUIT on the idle connections; one in use is closed when its send ends."""
+        self.closed = True
         idle, self._idle = self._idle, []
         for client, _ in idle:
             try:

@@ -97,6 +97,10 @@ class _Session(SMTP):
             self.loop.call_soon(transport.close)
 
     async def smtp_DATA(self, arg: str) -> None:
+        if self.source.draining and self.source._pending.closed:  # refused before the data
+            await self.push(SHUTTING_DOWN)
+            self.close_after_reply()
+            return
         self.source._transmitting += 1
         try:
             await super().smtp_DATA(arg)
@@ -164,8 +168,9 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
         )
         self._server: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
-        self._transmitting = 0
-        self._transmitted: asyncio.Event | None = None  # set when nothing is transmitted
+        self._transmitting = 0  # sessions in DATA: receiving a message or handing it over
+        self._handing_over = 0
+        self._answered: asyncio.Event | None = None  # set once no handover waits
         self._draining = False
         self._drain_deadline: asyncio.TimerHandle | None = None
         self._up: asyncio.Event | None = None  # made on first use: the source may be pickled
@@ -180,6 +185,11 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
     def draining(self) -> bool:
         """New mail is answered 421 (``drain`` or ``stop`` was called)."""
         return self._draining
+
+    @property
+    def transmitting(self) -> int:
+        """Messages being received or waiting for the stream (a drain waits for them)."""
+        return self._transmitting
 
     @property
     def pending(self) -> int:
@@ -265,6 +275,7 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
     async def _hand_over(self, events: list[Event]) -> str:
         """Queue a message's events and wait until the stream took them: the reply."""
         handover = _Handover(len(events))
+        self._handing_over += 1
         try:
             async with asyncio.timeout(self.config.handover_timeout):
                 await self._pending.put([(handover, event) for event in events])
@@ -273,6 +284,9 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
             pass
         finally:  # the stream may have taken the events as the deadline passed: they count
             refused = handover.refuse()
+            self._handing_over -= 1
+            if self._handing_over == 0 and self._answered is not None:
+                self._answered.set()
         if refused:  # events still queued are skipped by read: nothing goes out twice
             if self._draining:
                 return self._refuse(SHUTTING_DOWN)
@@ -308,11 +322,8 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
         self._drained_if_idle()
 
     def _drained_if_idle(self) -> None:
-        if self._transmitting == 0:
-            if self._transmitted is not None:
-                self._transmitted.set()
-            if self._draining:
-                self._end_drain()
+        if self._draining and self._transmitting == 0:
+            self._end_drain()
 
     def _end_drain(self) -> None:
         """No more messages: later handovers are refused with 421."""
@@ -327,7 +338,8 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
 
     async def stop(self) -> None:
         """``drain`` at once (messages the stream has not taken are refused with 421, so
-        their senders retry), close the server and every session."""
+        their senders retry), close the server and every session (one still sending its
+        message is cut off: it got no 250, so its sender retries)."""
         self.drain()
         self._end_drain()
         for handover, _ in self._pending.take_all():
@@ -336,10 +348,10 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
         if server is None:
             return
         server.close()
-        if self._transmitting:  # let the refused messages be answered before closing
-            self._transmitted = asyncio.Event()
+        if self._handing_over:  # let the refused messages be answered before closing
+            self._answered = asyncio.Event()
             try:
-                await asyncio.wait_for(self._transmitted.wait(), STOP_GRACE)
+                await asyncio.wait_for(self._answered.wait(), STOP_GRACE)
             except TimeoutError:
                 pass
         handlers = [s._handler_coroutine for s in self._sessions if s._handler_coroutine]
