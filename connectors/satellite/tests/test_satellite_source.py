@@ -7,9 +7,11 @@ import asyncio
 import base64
 from datetime import datetime
 
+from aiohttp import web
 from satellite_helpers import ids, read_values, source_for, until
 
 import eventray as er
+from eventray_satellite import SatelliteSource
 from eventray_satellite.testing import HiveSimulator
 
 
@@ -171,3 +173,37 @@ async def test_unacked_packets_are_bounded_and_polling_resumes_after_commit() ->
         await source.commit(source.snapshot())
         assert ids(await asyncio.wait_for(reading, 20)) == packets[2:4]
         await source.stop()
+
+
+async def test_a_gateway_answering_garbage_is_retried_never_fatal() -> None:
+    answers = [web.Response(text="<html>maintenance</html>"), web.json_response({"oops": 1}),
+               web.json_response([{"deviceId": 1}]),
+               web.json_response([{"packetId": 7, "deviceId": 1, "data": "b2s=",
+                                   "hiveRxTime": "2024-05-01T10:00:00Z"}])]
+
+    async def login(request: web.Request) -> web.Response:
+        response = web.json_response({})
+        response.set_cookie("JSESSIONID", "s")
+        return response
+
+    async def messages(request: web.Request) -> web.Response:
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    app = web.Application()
+    app.router.add_post("/login", login)
+    app.router.add_get("/api/v1/messages", messages)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        source = SatelliteSource(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}",
+                                 username="u", password="p", period=10)
+        source.backoff_initial = source.backoff_max = 0.01
+        values = await read_values(source, 1)
+        assert values == [{"packet_id": 7, "device_id": 1, "data": b"ok",
+                           "received_at": "2024-05-01T10:00:00Z"}]
+        assert source.failures == 3
+        await source.stop()
+    finally:
+        await runner.cleanup()

@@ -11,11 +11,11 @@ from typing import Any
 
 import aiohttp
 
-from eventray import BaseSink, Event, RejectedEvents
+from eventray import BaseSink, ConnectorError, Event, RejectedEvents
 from eventray.spi import describe
 
 from ._config import SatelliteSinkConfig
-from ._hive import HiveClient, HiveError
+from ._hive import HiveClient
 
 log = logging.getLogger("eventray")
 
@@ -71,7 +71,7 @@ class SatelliteSink(BaseSink[SatelliteSinkConfig]):
         for attempt in range(config.retries + 1):
             try:
                 answer = await self._client.request("POST", "/api/v1/messages", body=payload)
-            except HiveError as exc:
+            except ConnectorError as exc:  # an HTTP error, or an answer that is not JSON
                 if not exc.retriable:
                     return describe(exc)  # the request itself is wrong: retrying won't help
                 error = describe(exc)
