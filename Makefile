@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/hello.py
+	$(PY) examples/spacebeaver/bridge.py --scripted
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
+import re
+import signal
+import smtplib
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +93,7 @@ READMES = [EXAMPLES.parent / "README.md", *EXAMPLES.parent.glob("*/*/README.md")
 @pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(EXAMPLES.parent)))
 def test_readme_snippets_come_from_the_examples(readme: Path) -> None:
     blocks = readme.read_text().split("```python\n")[1:]
-    sources = [path.read_text() for path in EXAMPLES.glob("*.py")]
+    sources = [path.read_text() for path in EXAMPLES.rglob("*.py")]
     assert blocks, "the README shows code"
     for block in blocks:
         snippet = block.split("```")[0]
@@ -136,3 +140,83 @@ def test_files_pipeline() -> None:
         "logs/app.log: 70 bytes",
         "last checkpoint: True",
     ]
+
+
+@pytest.mark.parametrize("transport", ["memory", "ray"])
+def test_mail_and_sms_bridge(transport: str, request: pytest.FixtureRequest) -> None:
+    env = request.getfixturevalue("on_ray") if transport == "ray" else None
+    assert run_example("mail_and_sms.py", transport, env=env).splitlines() == [
+        "sms to +15552223333: dinner: at 7, see you there",
+        "mail to ops@example.org: SMS from +15552223333: on my way",
+    ]
+
+
+SPACEBEAVER = "spacebeaver/bridge.py"
+
+
+def test_spacebeaver_scripted_each_message_once(on_ray: dict[str, str], tmp_path: Path) -> None:
+    record = tmp_path / "record.json"
+    out = run_example(SPACEBEAVER, "--scripted", "--record", str(record),
+                      env=on_ray).splitlines()
+    got = json.loads(record.read_text())
+    assert got["satellite"] == [  # mail in, satellite out; SMS in, satellite out
+        {"device_id": 4101, "data": "bob@example.org Trail?: How is the hike going?"},
+        {"device_id": 4102, "data": "+15557654321 Pick up milk on the way back?"},
+    ]
+    assert got["mail"] == [  # device packet in, e-mail out
+        {"from": "ann@beaver.example", "to": ["bob@example.org"], "subject": "From ann",
+         "text": "All good, camping at the lake tonight."}]
+    assert got["sms"] == [  # device packet in, SMS out
+        {"from": "+15550104102", "to": ["+15557654321"], "text": "Will do, see you Sunday."}]
+    assert got["acked"] == got["packets"], "each device packet acknowledged once safe"
+    assert len(got["packets"]) == 2
+    first, second = got["packets"]
+    assert set(out) >= {
+        "mail bob@example.org -> ann@beaver.example => satellite to ann's device 4101",
+        f"packet {first} from ann's device 4101 => mail to bob@example.org",
+        "sms +15557654321 -> +15550104102 => satellite to raj's device 4102",
+        f"packet {second} from raj's device 4102 => sms to +15557654321",
+    }
+    finals = [line.split(":")[0] for line in out
+              if re.fullmatch(r"spacebeaver-\w+: final checkpoint [1-9]\d* taken", line)]
+    assert sorted(finals) == ["spacebeaver-downlink", "spacebeaver-uplink"]
+    assert not [line for line in out if line.startswith("dead letter")]
+
+
+def _line_starting(process: subprocess.Popen[str], prefix: str) -> str:
+    assert process.stdout is not None
+    while line := process.stdout.readline():
+        if line.startswith(prefix):
+            return line.strip()
+    raise AssertionError(f"the bridge ended (code {process.wait()}) before {prefix!r}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_spacebeaver_drains_on_a_signal(signum: int, on_ray: dict[str, str],
+                                        tmp_path: Path) -> None:
+    record = tmp_path / "record.json"
+    with subprocess.Popen([sys.executable, str(EXAMPLES / SPACEBEAVER), "--record",
+                           str(record)], stdout=subprocess.PIPE, text=True,
+                          env=on_ray) as process:
+        try:
+            listening = _line_starting(process, "listening: smtp ")
+            host, port = listening.split()[2].rstrip(",").split(":")
+            with smtplib.SMTP(host, int(port), timeout=60) as in_flight, \
+                    smtplib.SMTP(host, int(port), timeout=60) as newcomer:
+                in_flight.ehlo()
+                newcomer.ehlo()
+                in_flight.mail("carol@example.org")
+                in_flight.rcpt("raj@beaver.example")
+                assert in_flight.docmd("DATA")[0] == 354
+                process.send_signal(signum)  # Ctrl-C while the message is being transmitted
+                _line_starting(process, "draining")
+                assert newcomer.mail("dave@example.org")[0] == 421, "no new mail now"
+                in_flight.send(b"Subject: late\r\n\r\nstill delivered\r\n.\r\n")
+                assert in_flight.getreply()[0] == 250, "the message in flight is accepted"
+            assert process.wait(timeout=120) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+    got = json.loads(record.read_text())
+    assert got["satellite"] == [{"device_id": 4102, "data": "carol@example.org late: "
+                                                            "still delivered"}]

@@ -56,6 +56,17 @@ async def test_polls_at_its_interval() -> None:
     assert loop.time() - started >= 4 * 0.01 * 0.9
 
 
+async def test_empty_reads_end_a_read_after_a_poll_that_brings_nothing() -> None:
+    source = Ticks(fail_first=2)
+    source.empty_reads = True
+    assert await source.read(10) == [], "the failed poll ends the read: a checkpoint can go"
+    assert await source.read(10) == []
+    batch = await source.read(10)
+    assert batch is not None and [e.value for e in batch] == [3]
+    source.stop_reading()
+    assert await source.read(10) is None
+
+
 async def test_failures_back_off_and_recover() -> None:
     source = Ticks(fail_first=4)
     batch = await asyncio.wait_for(source.read(10), 5)

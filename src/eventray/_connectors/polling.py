@@ -27,9 +27,16 @@ class PollingSource(BaseSource[C]):
     ``backoff_max`` seconds, with full jitter, and a success resets it. Subclasses implement
     ``poll`` and may override ``interval`` (for example from a ``period`` field) and
     ``close`` (called by ``stop``).
+
+    ``empty_reads = True``: a poll that brings nothing (or fails) ends the ``read`` with an
+    empty batch instead of polling on inside it, so a checkpoint (which a stage takes between
+    reads) never waits longer than one interval or backoff: the choice of a source whose
+    position moves with its reads (one that acknowledges upstream once a checkpoint is
+    durable) while its service is quiet or down.
     """
 
     interval: float = 1.0
+    empty_reads: bool = False
     poll_timeout: float = 30.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -69,6 +76,8 @@ class PollingSource(BaseSource[C]):
             if self._stopping:
                 return None
             await self._poll_once()
+            if self.empty_reads and not self._buffer:
+                return []
         count = min(max_events, len(self._buffer))
         return [self._buffer.popleft() for _ in range(count)]
 

@@ -443,6 +443,9 @@ class RayJob(JobBackend):
         poller.cancel()
         for runner in self._local:
             self._metrics[runner.name] = runner.metrics.as_dict()
+        if self._coordinating is not None and self._failure is None \
+                and not self.transport.lost:  # sources commit the final checkpoint (acks,
+            await asyncio.wait({self._coordinating})  # offsets) before their actors go
         await self._kill_all()
 
     async def _poll_metrics(self) -> None:
