@@ -1,0 +1,119 @@
+"""The compatibility layers in this process: clear errors for what eventray does not have,
+and nothing left running once they are shut down."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import eventray as er
+from eventray.compat import _runner
+from eventray.compat import rayvens as rayvens
+from eventray.compat.ray_streaming import StreamingContext
+
+pytestmark = pytest.mark.ray
+
+
+def compat_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("eventray-compat")]
+
+
+@pytest.fixture
+def compat(ray_session: None) -> Iterator[None]:
+    """The facades on the session's Ray; shut down afterwards, leaving no thread behind."""
+    yield
+    _runner.shutdown()
+    assert compat_threads() == []
+
+
+def test_operator_mode_is_a_clear_error() -> None:
+    with pytest.raises(er.ConfigError, match="operator mode runs Camel-K integrations in "
+                                             "Kubernetes") as caught:
+        rayvens.init(mode="operator")
+    assert caught.value.field == "mode"
+    with pytest.raises(er.ConfigError, match="unsupported Rayvens mode 'cloud'"):
+        rayvens.init(mode="cloud")
+    assert _runner.current() is None  # nothing was started
+
+
+def test_a_kind_eventray_lacks_is_named_with_those_it_has(compat: None) -> None:
+    stream = rayvens.Stream("telegram")
+    with pytest.raises(er.UnknownKindError, match=r"'telegram-sink'.*installed: .*slack-sink"):
+        stream.add_sink(dict(kind="telegram-sink", authorizationToken="t", chatId="c"))
+    with pytest.raises(er.UnknownKindError, match="'cos-source'"):
+        rayvens.Client().create_topic("cos", source=dict(kind="cos-source", bucket="b"))
+    with pytest.raises(er.ConfigError, match="is a dict with a 'kind'"):
+        stream.add_source({"url": "http://127.0.0.1:1/"})
+    with pytest.raises(er.ConfigError, match="slack-sink: field 'webhook_url'"):
+        stream.add_sink(dict(kind="slack-sink", channel="#c"))  # Rayvens' name is accepted
+
+
+def test_disconnecting_what_is_not_there_names_what_is(compat: None) -> None:
+    stream = rayvens.Stream("names")
+    with pytest.raises(er.ConfigError, match="has no source named 'http-source' "
+                                             r"\(it has: none\)"):
+        stream.disconnect_source("http-source")
+    with pytest.raises(er.ConfigError, match=r"has no sink named 'slack' \(it has: none\)"):
+        stream.disconnect_sink("slack")
+
+
+def test_java_operators_are_a_clear_error(compat: None) -> None:
+    ctx = StreamingContext.Builder().option("streaming.worker-num", 1).build()
+    assert ctx.options == {"streaming.worker-num": 1}
+    stream = ctx.from_values("a", "b", "c")
+    with pytest.raises(NotImplementedError, match="Java operators are not available"):
+        stream.as_java_stream()
+    with pytest.raises(NotImplementedError, match=r"Java class name 'io\.ray\.Mapper1'"):
+        stream.map("io.ray.Mapper1")
+    with pytest.raises(er.ConfigError, match="the job has no sink"):
+        ctx.submit("nothing")
+
+
+def test_submit_runs_union_and_several_sinks_to_the_end(compat: None) -> None:
+    ctx = StreamingContext.Builder().build()
+    seen: list[object] = []
+    evens = ctx.from_collection(range(0, 10, 2))
+    odds = ctx.from_values(1, 3, 5).map(lambda x: x * 10)
+    evens.union(odds).filter(lambda x: x != 4).sink(seen.append)
+    ctx.from_values("x").sink(seen.append)
+    ctx.submit("union")
+    assert sorted(map(str, seen)) == sorted(map(str, [0, 2, 6, 8, 10, 30, 50, "x"]))
+
+
+def test_a_handler_calling_back_into_the_facade(compat: None) -> None:
+    client = rayvens.Client()
+    source, echoes = client.create_topic("calls"), client.create_topic("echoes")
+    got: list[object] = []
+    echoes >> got.append
+    errors: list[BaseException] = []
+
+    def handler(event: object) -> None:
+        echoes << f"echo {event}"  # publishing from a handler does not wait: allowed
+        try:
+            source.subscribe.remote(print)  # a call that would wait for the loop: refused
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    source >> handler
+    source << 1
+    _runner.shutdown()  # delivers what was published, then stops
+    assert got == ["echo 1"]
+    assert "cannot be called from a subscriber or operator" in str(errors[0])
+    with pytest.raises(er.ClosedError, match="shut down"):
+        source << 2
+
+
+def test_disconnect_all_of_the_last_stream_stops_everything(compat: None) -> None:
+    stream = rayvens.Stream("last", batch_size=3, operator=sum)
+    totals: list[int] = []
+    stream >> totals.append
+    for i in range(7):
+        stream << i
+    assert compat_threads() == ["eventray-compat"]
+    stream.disconnect_all()
+    assert totals == [0 + 1 + 2, 3 + 4 + 5, 6]
+    assert compat_threads() == [] and _runner.current() is None
+    with pytest.raises(er.ClosedError, match="was disconnected"):
+        stream << 8
