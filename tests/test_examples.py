@@ -128,3 +128,12 @@ def test_custom_connector(tmp_path: Path) -> None:
         "bad config: dice-source: field 'rolls': Field required (also field 'rols': Extra "
         "inputs are not permitted (did you mean 'rolls'?))",
     ]
+
+
+def test_from_rayvens(on_ray: dict[str, str]) -> None:
+    lines = run_example("from_rayvens.py", env=on_ray).splitlines()
+    hello = [line for line in lines if line in ("hello", "world")]
+    assert hello == ["hello", "world"]  # the topic's events, in order (others may interleave)
+    assert [line for line in lines if line not in hello] == [
+        "to be", "or not", "counts [('be', 2), ('not', 1), ('or', 1), ('to', 2)]"
+    ]
