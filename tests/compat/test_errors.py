@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 
@@ -12,6 +13,7 @@ import eventray as er
 from eventray.compat import _runner
 from eventray.compat import rayvens as rayvens
 from eventray.compat.ray_streaming import StreamingContext
+from eventray.testing import ListSink
 
 pytestmark = pytest.mark.ray
 
@@ -117,3 +119,77 @@ def test_disconnect_all_of_the_last_stream_stops_everything(compat: None) -> Non
     assert compat_threads() == [] and _runner.current() is None
     with pytest.raises(er.ClosedError, match="was disconnected"):
         stream << 8
+
+
+class RecordingSink(ListSink):
+    """A ``ListSink`` whose instances the test can find (the facade builds them from dicts)."""
+
+    kind = "recording-sink"
+    made: ClassVar[list[RecordingSink]] = []
+
+    def __init__(self, config: Any = None, /, **fields: Any) -> None:
+        super().__init__(config, **fields)
+        RecordingSink.made.append(self)
+
+
+def test_sinks_and_subscribers_by_name(compat: None) -> None:
+    er.registry.register_connector("recording-sink", RecordingSink)
+    RecordingSink.made.clear()
+    stream = rayvens.Stream("sinks", sink_config=dict(kind="recording-sink", name="first"))
+    assert stream.add_sink(dict(kind="recording-sink", route="/ignored")) == "recording-sink"
+    with pytest.raises(er.ConfigError, match="already has a sink named 'first'"):
+        stream.add_sink(dict(kind="recording-sink", name="first"))
+    got: list[int] = []
+    stream.send_to(got.append, name="fn")
+    with pytest.raises(er.ConfigError, match="already has a subscriber named 'fn'"):
+        stream.send_to(print, name="fn")
+    stream << 1
+    stream.disconnect_sink("first")  # after what was appended reached it
+    first, second = RecordingSink.made
+    assert first.values == [1] and first.stopped
+    stream << 2
+    stream.unsubscribe("fn")
+    stream << 3
+    stream.disconnect_all()
+    assert second.values == [1, 2, 3] and second.stopped
+    assert got == [1, 2]
+
+
+def test_operators_of_every_kind(compat: None) -> None:
+    import ray
+
+    @ray.remote
+    class Scaler:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        def scale(self, value: int) -> int:
+            return value * self.factor
+
+    @ray.remote
+    def negate(value: int) -> int:
+        return -value
+
+    scaler = Scaler.remote(10)
+    rayvens.Client()  # keeps eventray's loop between the streams' disconnect_all
+    results: dict[str, list[object]] = {}
+    streams = []
+    for name, operator in [("method", scaler.scale), ("remote", scaler.scale.remote),
+                           ("task", negate), ("function", lambda v: v if v % 2 else None)]:
+        stream = rayvens.Stream(f"op-{name}", operator=operator)
+        results[name] = got = []
+        stream >> got.append
+        streams.append(stream)
+    for stream in streams:
+        stream << 1 << 2 << 3
+    for stream in streams:
+        stream.disconnect_all()
+    assert results == {"method": [10, 20, 30], "remote": [10, 20, 30], "task": [-1, -2, -3],
+                       "function": [1, 3]}  # None is not passed on
+    stream = rayvens.Stream("bad")
+    with pytest.raises(er.ConfigError, match="an operator is a callable"):
+        stream.add_operator(42)
+    with pytest.raises(er.ConfigError, match="a multitask operator is a Ray remote function"):
+        stream.add_multitask_operator(scaler)
+    with pytest.raises(er.ConfigError, match="batch_size"):
+        rayvens.Stream("bad-batch", batch_size=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -159,3 +160,18 @@ async def test_rayvens_multitask_operator_to_slack(on_ray: dict[str, str]) -> No
     assert sorted(m["text"] for m in slack.messages) == [
         f"sub-task sub-event{i}" for i in range(3)
     ]
+
+
+async def test_rayvens_streams_from_http_source_to_slack(on_ray: dict[str, str]) -> None:
+    prices = [189.0, 190.5, 190.5, 188.2]
+    script = [Reply(200, {"quoteResponse": {"result": [{"regularMarketPrice": p}]}})
+              for p in prices] + [Reply(503)]  # then the endpoint fails: the source idles
+    async with ScriptedEndpoint(script) as quotes, SlackWebhook() as slack:
+        out, _ = await run("streams_quotes.py", "#rayvens", slack.url, quotes.url, env=on_ray)
+    assert [(m["channel"], m["text"]) for m in slack.messages] == [
+        ("#rayvens", "AAPL is up"), ("#rayvens", "AAPL is stable"), ("#rayvens", "AAPL is down"),
+    ]
+    lines = out.splitlines()
+    assert lines[0] == "source http-source"  # Rayvens' name for it: its kind
+    logged = [json.loads(line.removeprefix("LOG: ")) for line in lines[1:]]
+    assert [q["quoteResponse"]["result"][0]["regularMarketPrice"] for q in logged] == prices

@@ -329,13 +329,18 @@ class Stream:
     __rshift__ = send_to
 
     def unsubscribe(self, subscriber_name: str) -> None:
-        """Stop delivering to the subscriber ``send_to`` gave ``subscriber_name``."""
+        """Stop delivering to the subscriber ``send_to`` named ``subscriber_name``, once what
+        was appended so far reached it."""
         subscription = self._subscribers.pop(subscriber_name, None)
         if subscription is None:
             raise er.ConfigError(self._none_named("subscriber", subscriber_name,
                                                   [n for n in self._subscribers
                                                    if isinstance(n, str)]), field="name")
-        _on_loop(self._runner, "unsubscribing", lambda: subscription.cancel(drain=True))
+        async def unsubscribe() -> None:
+            await self._settle()
+            await subscription.cancel(drain=True)
+
+        self._runner.call(unsubscribe(), f"unsubscribing {subscriber_name!r}")
 
     # operators
 
@@ -395,6 +400,7 @@ class Stream:
             return
         await self._output.publish(value)
         self._events_out += 1
+        self._runner.published_on_loop += 1  # so the exit flush waits for what follows
         self._touch()
 
     def _touch(self) -> None:
@@ -507,10 +513,12 @@ class Stream:
             time.sleep(after)
 
     async def _idle_for(self, seconds: float) -> None:
-        """Wait until everything appended was processed and nothing happened for ``seconds``."""
+        """Wait until everything appended was processed and nothing happened for ``seconds``
+        (counted from this call at the earliest: a source just added may not have read yet;
+        Rayvens, which counted from the last event, waited forever for a first one)."""
+        self._touch()
         while True:
-            await self._input.flush()
-            await self._output.flush()
+            await self._settle()
             idle = time.monotonic() - self._last_activity
             if idle >= seconds:
                 return
@@ -528,8 +536,13 @@ class Stream:
         if subscription is None:
             raise er.ConfigError(self._none_named("sink", name, list(self._sinks)),
                                  field="sink_name")
-        await self._output.flush()
+        await self._settle()
         await subscription.cancel(drain=True)
+
+    async def _settle(self) -> None:
+        """Wait until what was appended so far went through the stage and out."""
+        await self._input.flush()
+        await self._output.flush()
 
     async def aclose(self) -> None:
         """Disconnect everything (called by ``disconnect_all`` and at exit)."""
