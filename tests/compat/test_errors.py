@@ -3,6 +3,8 @@ and nothing left running once they are shut down."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -174,8 +176,8 @@ def test_operators_of_every_kind(compat: None) -> None:
     rayvens.Client()  # keeps eventray's loop between the streams' disconnect_all
     results: dict[str, list[object]] = {}
     streams = []
-    for name, operator in [("method", scaler.scale), ("remote", scaler.scale.remote),
-                           ("task", negate), ("function", lambda v: v if v % 2 else None)]:
+    for name, operator in [("method", scaler.scale.remote), ("task", negate),
+                           ("function", lambda v: v if v % 2 else None)]:
         stream = rayvens.Stream(f"op-{name}", operator=operator)
         results[name] = got = []
         stream >> got.append
@@ -184,12 +186,25 @@ def test_operators_of_every_kind(compat: None) -> None:
         stream << 1 << 2 << 3
     for stream in streams:
         stream.disconnect_all()
-    assert results == {"method": [10, 20, 30], "remote": [10, 20, 30], "task": [-1, -2, -3],
+    assert results == {"method": [10, 20, 30], "task": [-1, -2, -3],
                        "function": [1, 3]}  # None is not passed on
     stream = rayvens.Stream("bad")
+    with pytest.raises(TypeError, match="belongs to the driver process"):
+        ray.put(stream)
     with pytest.raises(er.ConfigError, match="an operator is a callable"):
         stream.add_operator(42)
     with pytest.raises(er.ConfigError, match="a multitask operator is a Ray remote function"):
         stream.add_multitask_operator(scaler)
     with pytest.raises(er.ConfigError, match="batch_size"):
         rayvens.Stream("bad-batch", batch_size=0)
+
+
+@pytest.mark.parametrize("module", ["rayvens", "ray_streaming"])
+def test_without_ray_the_error_says_what_to_install(module: str) -> None:
+    code = f"import sys; sys.modules['ray'] = None; import eventray.compat.{module}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.rstrip().endswith(
+        "ImportError: eventray.compat needs Ray and eventray's Ray transport: "
+        "pip install eventray[ray]")

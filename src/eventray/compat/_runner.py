@@ -30,6 +30,14 @@ JOIN_TIMEOUT = 10.0
 SETTLE_ROUNDS = 10  # the loop's thread ending once the bus is closed
 
 
+def ray_running() -> bool:
+    """Whether this process is attached to Ray (False if Ray is not even imported)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
 class Closeable(Protocol):
     async def aclose(self) -> None: ...
 
@@ -140,6 +148,11 @@ class Runner:
             if self._thread.is_alive() and self._bus is not None:
                 self.call(self._close(), "shutting eventray.compat down",
                           CLOSE_TIMEOUT * 6 + JOIN_TIMEOUT)
+        except Exception as exc:
+            hint = "" if ray_running() else " (Ray was shut down first: call ray.shutdown() " \
+                "after eventray's delivery, or not at all)"
+            log.error("eventray.compat: events published before the end may not have been "
+                      "delivered: %s%s", exc, hint)
         finally:
             self._stopped = True
             if self._thread.is_alive():

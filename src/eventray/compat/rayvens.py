@@ -35,6 +35,9 @@ TRANSPORTS = ("auto", "http", "kafka", "ray-serve")
 # route between Ray and its Camel process, and what Rayvens added itself.
 RAYVENS_ONLY_FIELDS = ("name", "route", "integration_type")
 RELAY_CAPACITY = 1000  # events multitask operators' tasks may have published, not yet taken
+_DRIVER_ONLY = ("a rayvens {what} belongs to the driver process (on eventray it is not an "
+                "actor) and cannot be sent to a Ray task or actor: return values to the "
+                "driver, or publish from tasks with add_multitask_operator's context.publish")
 
 __all__ = ["CALL_TIMEOUT", "Client", "Stream", "Topic", "init"]
 
@@ -133,6 +136,9 @@ class Topic:
 
     def __repr__(self) -> str:
         return f"<rayvens Topic {self.name!r}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(_DRIVER_ONLY.format(what=f"topic {self.name!r}"))
 
     @property
     def subscribe(self) -> _RemoteCall:
@@ -291,6 +297,9 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"<rayvens Stream {self.name!r}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(_DRIVER_ONLY.format(what=f"stream {self.name!r}"))
 
     # publishing and subscribing
 
