@@ -208,3 +208,15 @@ def test_without_ray_the_error_says_what_to_install(module: str) -> None:
     assert done.stderr.rstrip().endswith(
         "ImportError: eventray.compat needs Ray and eventray's Ray transport: "
         "pip install eventray[ray]")
+
+
+def test_at_exit_chained_streams_pass_on_what_they_hold(compat: None) -> None:
+    got: list[object] = []
+    words = rayvens.Stream("words", batch_size=2, operator=" ".join)
+    pairs = rayvens.Stream("pairs", batch_size=2, operator=list)
+    sink = rayvens.Stream("last")  # made last, fed last: the order of closing must not matter
+    sink >> got.append
+    words >> pairs >> sink
+    words << "a" << "b" << "c" << "d" << "e"
+    _runner.shutdown()  # what the program's end does
+    assert got == [["a b", "c d"], ["e"]]  # the partial batches too, in order

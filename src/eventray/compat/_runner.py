@@ -38,8 +38,18 @@ def ray_running() -> bool:
     return bool(ray is not None and ray.is_initialized())
 
 
-class Closeable(Protocol):
-    async def aclose(self) -> None: ...
+class Part(Protocol):
+    """Something a facade runs on the loop (a Rayvens stream), closed in three steps so that
+    chains of them lose nothing whatever order they were made in."""
+
+    async def stop_sources(self) -> None:
+        """Stop reading from outside (what was read is passed on)."""
+
+    async def finish(self) -> None:
+        """Pass on what is held back (a partial batch, what tasks published)."""
+
+    async def aclose(self) -> None:
+        """Detach, once everything was delivered."""
 
 
 class Runner:
@@ -50,7 +60,7 @@ class Runner:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="eventray-compat", daemon=True)
         self._bus: er.Bus | None = None
-        self._parts: list[Closeable] = []
+        self._parts: list[Part] = []
         self._stopped = False
         self.users = 0  # clients and contexts, which stay until the program ends
         self.published_on_loop = 0  # events handlers published (see ``settle``)
@@ -128,16 +138,16 @@ class Runner:
         await bus.__aenter__()
         self._bus = bus
 
-    def adopt(self, part: Closeable) -> None:
+    def adopt(self, part: Part) -> None:
         """Close ``part`` (before the bus) when this runner stops."""
         self._parts.append(part)
 
-    def release(self, part: Closeable) -> None:
+    def release(self, part: Part) -> None:
         if part in self._parts:
             self._parts.remove(part)
 
     @property
-    def parts(self) -> list[Closeable]:
+    def parts(self) -> list[Part]:
         return list(self._parts)
 
     def stop(self) -> None:
@@ -177,16 +187,27 @@ class Runner:
 
     async def _close(self) -> None:
         try:
-            await self.settle()
-            for part in reversed(self._parts):
-                try:
-                    await part.aclose()
-                except Exception:
-                    log.exception("eventray.compat: closing %r failed", part)
-            self._parts.clear()
+            parts, self._parts = self._parts, []
+            await self._each(parts, "stop_sources")
+            for _ in range(SETTLE_ROUNDS):  # until nothing held back is left anywhere
+                await self.settle()
+                published = self.published_on_loop
+                await self._each(parts, "finish")
+                if self.published_on_loop == published:
+                    break
+            await self._each(parts, "aclose")
         finally:
             if self._bus is not None:
                 await self._bus.close()
+
+
+    @staticmethod
+    async def _each(parts: list[Part], step: str) -> None:
+        for part in parts:
+            try:
+                await getattr(part, step)()
+            except Exception:
+                log.exception("eventray.compat: %s of %r failed", step, part)
 
 
 _lock = threading.RLock()

@@ -553,18 +553,27 @@ class Stream:
         await self._input.flush()
         await self._output.flush()
 
-    async def aclose(self) -> None:
-        """Disconnect everything (called by ``disconnect_all`` and at exit)."""
-        if self._closed:
-            return
-        self._closed = True
+    async def stop_sources(self) -> None:
+        """Stop every source (what they read is passed on)."""
         for name in list(self._sources):
             await self._stop_source(name)
+
+    async def finish(self) -> None:
+        """Pass on a partial batch and what multitask tasks published so far."""
         await self._input.flush()
         if self._batch:
             batch, self._batch = self._batch, []
             await self._process(batch)
         await self._close_relay()
+
+    async def aclose(self) -> None:
+        """Disconnect everything (``disconnect_all``, and at exit): stop the sources, pass
+        on what is held back, deliver it all, detach the subscribers and sinks."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop_sources()
+        await self.finish()
         await self._output.flush()
         await self._stage_subscription.cancel(drain=True)
         for name in list(self._sinks):
