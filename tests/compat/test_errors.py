@@ -24,12 +24,22 @@ def compat_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("eventray-compat")]
 
 
+def eventray_actors() -> set[str]:
+    import ray
+
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == "eventray"}
+
+
 @pytest.fixture
 def compat(ray_session: None) -> Iterator[None]:
-    """The facades on the session's Ray; shut down afterwards, leaving no thread behind."""
+    """The facades on the session's Ray; shut down afterwards, leaving no thread and no
+    actor behind."""
+    before = eventray_actors()
     yield
     _runner.shutdown()
     assert compat_threads() == []
+    assert eventray_actors() - before == set()
 
 
 def test_operator_mode_is_a_clear_error() -> None:

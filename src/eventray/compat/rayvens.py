@@ -401,6 +401,7 @@ class Stream:
                 await operator.remote(context, data)
             else:
                 await _settle(operator(context, data))  # type: ignore[operator]
+            self._touch()  # the tasks it started publish from now on
         else:
             await self._emit(await _apply(operator, data))
 
