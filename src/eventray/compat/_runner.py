@@ -200,7 +200,6 @@ class Runner:
             if self._bus is not None:
                 await self._bus.close()
 
-
     @staticmethod
     async def _each(parts: list[Part], step: str) -> None:
         for part in parts:
