@@ -220,3 +220,12 @@ def test_spacebeaver_drains_on_a_signal(signum: int, on_ray: dict[str, str],
     got = json.loads(record.read_text())
     assert got["satellite"] == [{"device_id": 4102, "data": "carol@example.org late: "
                                                             "still delivered"}]
+
+
+def test_from_rayvens(on_ray: dict[str, str]) -> None:
+    lines = run_example("from_rayvens.py", env=on_ray).splitlines()
+    hello = [line for line in lines if line in ("hello", "world")]
+    assert hello == ["hello", "world"]  # the topic's events, in order (others may interleave)
+    assert [line for line in lines if line not in hello] == [
+        "to be", "or not", "counts [('be', 2), ('not', 1), ('or', 1), ('to', 2)]"
+    ]
