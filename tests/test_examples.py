@@ -128,3 +128,11 @@ def test_custom_connector(tmp_path: Path) -> None:
         "bad config: dice-source: field 'rolls': Field required (also field 'rols': Extra "
         "inputs are not permitted (did you mean 'rolls'?))",
     ]
+
+
+def test_files_pipeline() -> None:
+    assert run_example("files_pipeline.py", "memory").splitlines() == [
+        "errors/<run>-0000000000.jsonl: [{'error': 'disk full'}, {'error': 'disk still full'}]",
+        "logs/app.log: 70 bytes",
+        "last checkpoint: True",
+    ]
