@@ -11,6 +11,7 @@ import asyncio
 import json as jsonlib
 import logging
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -64,10 +65,15 @@ def resolve_address(address: str | None = None) -> str:
     return address.rstrip("/")
 
 
+_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception): .+")
+
+
 def _reason(body: str) -> str:
-    """Ray's message in an error body: its last line (a traceback ends with the error)."""
-    lines = [line.strip() for line in body.strip().splitlines() if line.strip()]
-    reason = lines[-1] if lines else "(no message)"
+    """Ray's message in an error body: the last ``SomeError: message`` line of its traceback
+    (the job server wraps its agent's traceback in its own), else its last line."""
+    lines = [line.strip() for line in body.strip().splitlines() if len(line.strip()) > 1]
+    errors = [line for line in lines if _ERROR_LINE.match(line)]
+    reason = errors[-1] if errors else lines[-1] if lines else "(no message)"
     return reason if len(reason) <= 500 else reason[:497] + "..."
 
 
@@ -155,8 +161,8 @@ class JobClient:
     def _http_error(self, method: str, path: str, status: int, body: str,
                     submission_id: str | None) -> JobServerError:
         reason = _reason(body)
-        facts: dict[str, Any] = {"status": status, "reason": reason, "address": self.address,
-                                 "submission_id": submission_id}
+        facts: dict[str, Any] = {"status": status, "reason": reason, "body": body[-4000:],
+                                 "address": self.address, "submission_id": submission_id}
         if status in (401, 403):
             need = "requires a token" if status == 401 else "refused the token given"
             return JobAuthError(f"the Ray job server at {self.address} {need} (HTTP {status}: "
@@ -263,7 +269,7 @@ class JobClient:
             answer = await self.request("POST", "/api/jobs/", json=body,
                                         submission_id=submission_id)
         except JobServerError as exc:
-            if submission_id is None or "already exists" not in exc.reason:
+            if submission_id is None or "already exists" not in exc.body:
                 raise
             existing = await self._existing(submission_id, command, upload_logs_to)
             if existing is None:

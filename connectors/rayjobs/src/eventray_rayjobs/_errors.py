@@ -44,13 +44,15 @@ class JobServerUnreachable(JobError, er.TransportError):
 
 class JobServerError(JobError):
     """The job server answered with an error; ``status`` is the HTTP status and ``reason``
-    Ray's own message (the last line of its traceback when it sent one)."""
+    Ray's own message (the error line of its traceback when it sent one), ``body`` the end
+    of what it sent."""
 
-    def __init__(self, message: str, *, status: int, reason: str, address: str | None = None,
-                 submission_id: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int, reason: str, body: str = "",
+                 address: str | None = None, submission_id: str | None = None) -> None:
         super().__init__(message, address=address, submission_id=submission_id)
         self.status = status
         self.reason = reason
+        self.body = body
 
 
 class JobAuthError(JobServerError):

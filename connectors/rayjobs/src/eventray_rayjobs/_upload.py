@@ -8,6 +8,7 @@ harmless.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -36,8 +37,13 @@ async def upload_log(target: str, submission_id: str, text: str,
                      options: Mapping[str, Any]) -> str:
     """Write ``text`` as ``<target>/<submission_id>.log``; its URL, or ``LogUploadError``."""
     where = object_name(target, submission_id)
+    fields = dict(options)
+    if "endpoint_url" not in fields and "endpoint" not in fields \
+            and os.environ.get("AWS_ENDPOINT_URL"):
+        # given as a field, an http:// endpoint is allowed; from the environment it is not
+        fields["endpoint_url"] = os.environ["AWS_ENDPOINT_URL"]
     try:
-        sink = er.connector("object-storage-sink", url=target, **options)
+        sink = er.connector("object-storage-sink", url=target, **fields)
     except er.EventrayError as exc:
         raise LogUploadError(f"cannot write the log of job {submission_id!r} to {where}: "
                              f"{exc}", submission_id=submission_id) from exc

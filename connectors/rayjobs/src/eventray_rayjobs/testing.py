@@ -4,7 +4,8 @@
 temp dir of its own (so it never meets another Ray on this machine, such as a test session's
 ``ray.init()``) and ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (every Ray process binds to
 127.0.0.1). It is ready once the job server answers ``/api/version``, and ``stop()`` ends the
-``ray start`` process group and then every process still running from its temp dir, by PID::
+``ray start`` process tree (job entrypoints included) and every process running from its
+temp dir, by PID::
 
     @pytest.fixture(scope="session")
     def cluster() -> Iterator[RayJobCluster]:
@@ -47,6 +48,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _process_table() -> dict[int, tuple[int, int, bytes]]:
+    """Every process: pid -> (parent pid, start time, command line)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] in ("Z", "X"):  # dead, waiting for its parent to reap it
+                continue
+            table[int(entry.name)] = (int(fields[1]), int(fields[19]),
+                                      (entry / "cmdline").read_bytes())
+    return table
+
+
+def _descendants(table: dict[int, tuple[int, int, bytes]], root: int) -> set[tuple[int, int]]:
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            found.add((pid, table[pid][1]))
+        todo.extend(children.get(pid, []))
+    return found
+
+
 class RayJobCluster:
     """One Ray head (GCS, raylet, dashboard with the job server) on 127.0.0.1."""
 
@@ -59,6 +88,8 @@ class RayJobCluster:
         self.dashboard_port = 0
         self.gcs_port = 0
         self.temp_dir: str | None = None
+        self._last_temp_dir: str | None = None  # kept after stop() for leftover_pids()
+        self._known: set[tuple[int, int]] = set()  # (pid, start time) of its processes
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
 
@@ -118,7 +149,7 @@ class RayJobCluster:
         """Start the head and wait until its job server answers (blocking)."""
         if self.process is not None:
             raise RuntimeError("the cluster is already started")
-        self.temp_dir = tempfile.mkdtemp(prefix="erjobs-", dir="/tmp")
+        self.temp_dir = self._last_temp_dir = tempfile.mkdtemp(prefix="erjobs-", dir="/tmp")
         self._log = Path(self.temp_dir) / "ray-start.log"
         with self._log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -157,38 +188,45 @@ class RayJobCluster:
         return self._log.read_text(errors="replace")[-4000:]
 
     def leftover_pids(self) -> list[int]:
-        """PIDs of processes still running from this cluster's temp dir (none after stop)."""
-        if self.temp_dir is None:
-            return []
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            with contextlib.suppress(OSError):
-                if self.temp_dir.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-        return found
+        """PIDs of this cluster's processes still running: the ``ray start`` process and its
+        descendants (the job entrypoints among them) and anything running from its temp dir;
+        none after ``stop()``."""
+        table = _process_table()
+        if self.process is not None:
+            self._known |= _descendants(table, self.process.pid)
+        temp_dir = self.temp_dir or self._last_temp_dir
+        if temp_dir is not None:
+            self._known |= {(pid, start) for pid, (_, start, cmdline) in table.items()
+                            if temp_dir.encode() in cmdline and pid != os.getpid()}
+        self._known = {(pid, start) for pid, start in self._known
+                       if pid in table and table[pid][1] == start}
+        return sorted(pid for pid, _ in self._known)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the head: SIGTERM to the ``ray start`` process group, then SIGKILL to whatever
-        of it (or of its temp dir) still runs after ``timeout`` seconds."""
+        """Stop the head: SIGKILL to the ``ray start`` process group and to every process of
+        its tree (job entrypoints run in groups of their own), as ``ray stop --force`` does;
+        a gentler SIGTERM makes Ray restart what died. Waits up to ``timeout`` seconds for
+        all of them to be gone."""
         process, self.process = self.process, None
         if process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while (process.poll() is None or self.leftover_pids()) \
-                    and time.monotonic() < deadline:
-                time.sleep(0.1)
+            self.process = process
+            self.leftover_pids()  # the whole tree, before anyone is reparented
+            self.process = None
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        for pid in self.leftover_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while self.leftover_pids() and time.monotonic() < deadline:
+            self._signal_leftovers(signal.SIGKILL)
+            time.sleep(0.05)
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.temp_dir = None
+
+    def _signal_leftovers(self, signum: int) -> None:
+        for pid in self.leftover_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     async def astart(self) -> RayJobCluster:
         """``start()`` in a worker thread, for async fixtures."""
