@@ -136,3 +136,12 @@ def test_files_pipeline() -> None:
         "logs/app.log: 70 bytes",
         "last checkpoint: True",
     ]
+
+
+def test_ray_jobs_example() -> None:
+    # It starts a Ray head with the job server of its own (RayJobCluster), stopped at its end.
+    assert run_example("ray_jobs.py").splitlines() == [
+        "hello Ray, and you: 3 items",
+        "python hello_job.py -k 'who=Ray, and you' items=a,b,c SUCCEEDED",
+        "last status event: SUCCEEDED",
+    ]

@@ -5,7 +5,7 @@ and connectors selected by ``kind``; the same code runs in one process (``"memor
 Ray (the default). A Kafka transport is planned.
 """
 
-from typing import Any
+import typing as _typing
 
 from ._bus.bus import Bus
 from ._bus.connect import connect
@@ -95,7 +95,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     """Names plugins add (``er.JobClient`` from eventray-rayjobs), found in the registry's
     ``eventray.api`` group on first use; a ``MissingPluginError`` names the plugin to
     install when it is not."""

@@ -40,67 +40,13 @@ async def eventray(cluster: RayJobCluster, *args: str,
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_submit_follow_status_logs_list_stop(cluster: RayJobCluster, workdir: Path,
-                                                   s3: S3Server) -> None:
-    script = str(workdir / "job.py")
-    ok, failed, long = await asyncio.gather(
-        eventray(cluster, "submit", script, "-k", "who=a b, c", "lines=2", "--follow",
-                 "--upload-logs", "s3://logs/cli", s3=s3),
-        eventray(cluster, "submit", script, "-k", "exit=5", "--follow"),
-        eventray(cluster, "submit", script, "-k", "sleep=120", "--submission-id", "cli-long"))
-
-    code, out, err = ok
-    assert code == 0, err
-    job_id, *log = out.splitlines()
-    mine = [line for line in log if line.startswith(("PARAMS ", "DATA ", "line "))]
-    assert json.loads(mine[0].removeprefix("PARAMS ")) == {"who": "a b, c", "lines": "2"}
-    assert mine[1:] == ["DATA from the working dir", "line 0", "line 1"]
-    assert f"[{job_id}] SUCCEEDED" in err.splitlines(), "status changes as plain lines"
-    assert f"{job_id} SUCCEEDED (log: s3://logs/cli/{job_id}.log)" in err.splitlines()
-    assert s3.objects("logs", "cli/")[f"cli/{job_id}.log"].decode().splitlines() == log
-
-    code, out, err = failed
-    assert code == 1, (out, err)
-    assert f"{out.split()[0]} FAILED" in err
-
-    code, out, err = long
-    assert (code, out) == (0, "cli-long\n"), err
-    async with JobClient(cluster.address, token=cluster.token) as jobs:
-        while await jobs.job("cli-long").status() is JobStatus.PENDING:  # noqa: ASYNC110
-            await asyncio.sleep(0.2)
-    status, stop, listing, logs = await asyncio.gather(
-        eventray(cluster, "status", "cli-long"), eventray(cluster, "stop", "cli-long"),
-        eventray(cluster, "list"), eventray(cluster, "logs", job_id))
-    assert status[0] == 0 and status[1].startswith("cli-long  RUNNING")
-    assert stop[:2] == (0, "cli-long: stopping\n")
-    assert any(line.startswith(f"{job_id}  SUCCEEDED  python job.py -k")
-               for line in listing[1].splitlines())
-    assert logs[1].splitlines() == log
-    code, out, err = await eventray(cluster, "logs", "cli-long", "--follow")
-    assert code == 3, "a stopped job's follower exits 3"
-    assert "cli-long STOPPED" in err
-
-
-async def test_errors_and_exit_codes(cluster: RayJobCluster, workdir: Path) -> None:
-    missing, bad_param, no_script, as_json = await asyncio.gather(
-        eventray(cluster, "status", "no-such-job"),
-        eventray(cluster, "submit", str(workdir / "job.py"), "-k", "novalue"),
-        eventray(cluster, "submit", str(workdir / "nope.py")),
-        eventray(cluster, "list", "--json"))
-    assert missing[0] == 4 and "no Ray job 'no-such-job'" in missing[2]
-    assert bad_param[0] == 2 and "expected KEY=VALUE, got 'novalue'" in bad_param[2]
-    assert no_script[0] == 2 and "no such file" in no_script[2]
-    assert as_json[0] == 0 and isinstance(json.loads(as_json[1]), list)
-
-
-async def test_following_on_a_terminal_updates_a_status_line_in_place(
-        cluster: RayJobCluster, workdir: Path) -> None:
+async def on_a_terminal(cluster: RayJobCluster, *args: str) -> tuple[int, str]:
+    """``eventray job ...`` with its stdout on a pseudo-terminal: exit code and output."""
     main, child = pty.openpty()
     try:
         process = await asyncio.create_subprocess_exec(
-            *EVENTRAY, "job", "submit", str(workdir / "job.py"), "-k", "lines=1", "sleep=2",
-            "--follow", env=environment(cluster), stdout=child,
-            stderr=asyncio.subprocess.PIPE)
+            *EVENTRAY, "job", *args, env=environment(cluster), stdout=child,
+            stderr=asyncio.subprocess.DEVNULL)
         os.close(child)
         output = bytearray()
         loop = asyncio.get_running_loop()
@@ -112,10 +58,60 @@ async def test_following_on_a_terminal_updates_a_status_line_in_place(
             if not chunk:
                 break
             output += chunk
-        assert await asyncio.wait_for(process.wait(), 60) == 0
+        code = await asyncio.wait_for(process.wait(), 60)
     finally:
         os.close(main)
-    text = output.decode()
-    assert "\r\x1b[K" in text, "the status line is redrawn in place"
-    assert "RUNNING" in text and "SUCCEEDED" in text
-    assert "line 0" in text
+    return code, output.decode()
+
+
+async def test_submit_follow_status_logs_list_stop(cluster: RayJobCluster, workdir: Path,
+                                                   s3: S3Server) -> None:
+    script = str(workdir / "job.py")
+    ok, failed, long, missing, bad_param, no_script = await asyncio.gather(
+        eventray(cluster, "submit", script, "-k", "who=a b, c", "lines=2", "--follow",
+                 "--upload-logs", "s3://logs/cli", s3=s3),
+        on_a_terminal(cluster, "submit", script, "-k", "exit=5", "lines=1", "--follow"),
+        eventray(cluster, "submit", script, "-k", "sleep=120", "--submission-id", "cli-long"),
+        eventray(cluster, "status", "no-such-job"),
+        eventray(cluster, "submit", script, "-k", "novalue"),
+        eventray(cluster, "submit", str(workdir / "nope.py")))
+
+    code, out, err = ok
+    assert code == 0, err
+    job_id, *log = out.splitlines()
+    mine = [line for line in log if line.startswith(("PARAMS ", "DATA ", "line "))]
+    assert json.loads(mine[0].removeprefix("PARAMS ")) == {"who": "a b, c", "lines": "2"}
+    assert mine[1:] == ["DATA from the working dir", "line 0", "line 1"]
+    assert f"[{job_id}] SUCCEEDED" in err.splitlines(), "status changes as plain lines"
+    assert f"{job_id} SUCCEEDED (log: s3://logs/cli/{job_id}.log)" in err.splitlines()
+    assert s3.objects("logs", "cli/")[f"cli/{job_id}.log"].decode().splitlines() == log
+
+    code, text = failed
+    assert code == 1, text
+    assert "\r\x1b[K" in text, "on a terminal the status line is redrawn in place"
+    assert "FAILED" in text and "line 0" in text
+
+    assert missing[0] == 4 and "no Ray job 'no-such-job'" in missing[2]
+    assert bad_param[0] == 2 and "expected KEY=VALUE, got 'novalue'" in bad_param[2]
+    assert no_script[0] == 2 and "no such file" in no_script[2]
+
+    code, out, err = long
+    assert (code, out) == (0, "cli-long\n"), err
+    async with JobClient(cluster.address, token=cluster.token) as jobs:
+        while await jobs.job("cli-long").status() is JobStatus.PENDING:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    status, stop, listing, logs = await asyncio.gather(
+        eventray(cluster, "status", "cli-long"), eventray(cluster, "stop", "cli-long"),
+        eventray(cluster, "list", "--json"), eventray(cluster, "logs", job_id))
+    assert status[0] == 0 and status[1].startswith("cli-long  RUNNING")
+    assert stop[:2] == (0, "cli-long: stopping\n")
+    assert listing[0] == 0
+    assert {job["submission_id"]: job["status"] for job in json.loads(listing[1])}[job_id] \
+        == "SUCCEEDED"
+    assert logs[1].splitlines() == log
+    code, out, err = await eventray(cluster, "logs", "cli-long", "--follow")
+    assert code == 3, "a stopped job's follower exits 3"
+    assert "cli-long STOPPED" in err
+    code, out, err = await eventray(cluster, "list")
+    assert any(line.startswith(f"{job_id}  SUCCEEDED  python job.py -k")
+               for line in out.splitlines())

@@ -395,6 +395,11 @@ class Job:
                 yield line
             return
         sent = 0
+        if (await self.status()).terminal:  # the job server's tail would linger seconds
+            for line in (await self._full_log()).splitlines():
+                yield line
+            await self._upload_once()
+            return
         async for chunk in self._tail():
             sent += len(chunk)
             for line in chunk.splitlines():
