@@ -55,8 +55,8 @@ class RayJobSource(BaseSource[RayJobSourceConfig]):
     def __init__(self, config: Any = None, /, **fields: Any) -> None:
         super().__init__(config, **fields)
         self._client: JobClient | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(self.config.max_pending)
-        self._tasks = TaskOwner(f"ray-job-source {self.config.submission_id}")
+        self._queue: asyncio.Queue[Any] | None = None  # made by start(), in its event loop
+        self._tasks: TaskOwner | None = None
         self._lines = 0  # log lines delivered by read()
         self._status: str | None = None  # last status delivered by read()
         self._ended = False
@@ -66,6 +66,8 @@ class RayJobSource(BaseSource[RayJobSourceConfig]):
         if self._client is not None:
             return
         config = self.config
+        self._queue = asyncio.Queue(config.max_pending)
+        self._tasks = TaskOwner(f"ray-job-source {config.submission_id}")
         self._client = JobClient(config.address, headers=config.headers, token=config.token,
                                  verify=config.verify)
         job = self._client.job(config.submission_id)
@@ -87,6 +89,7 @@ class RayJobSource(BaseSource[RayJobSourceConfig]):
 
     async def _follow(self, job: Job, info: JobInfo, skip_lines: int,
                       last_status: str | None) -> None:
+        assert self._queue is not None and self._tasks is not None
         try:
             logs = self._tasks.spawn(self._pump_logs(job, skip_lines), name="logs")
             while True:
@@ -109,6 +112,7 @@ class RayJobSource(BaseSource[RayJobSourceConfig]):
             await self._queue.put(exc)
 
     async def _pump_logs(self, job: Job, skip: int) -> None:
+        assert self._queue is not None
         index = 0
         async for line in job.logs(follow=True, poll_interval=self.config.poll_interval):
             index += 1
@@ -123,6 +127,7 @@ class RayJobSource(BaseSource[RayJobSourceConfig]):
         if self._ended:
             return None
         await self.start()
+        assert self._queue is not None
         batch: list[Event] = []
         item = await self._queue.get()
         while True:
@@ -154,6 +159,7 @@ class RayJobSource(BaseSource[RayJobSourceConfig]):
         self._status = state["status"]
 
     async def stop(self) -> None:
-        await self._tasks.aclose()
+        if self._tasks is not None:
+            await self._tasks.aclose()
         if self._client is not None:
             await self._client.close()
