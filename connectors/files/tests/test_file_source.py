@@ -93,6 +93,11 @@ async def test_a_rotated_file_is_read_from_its_start(tmp_path: Path) -> None:
     assert [e.value for e in await source.read(100) or []] == ["new 1", "new 2", "new 3"]
     path.write_text("cut\n")  # truncated in place
     assert [e.value for e in await source.read(100) or []] == ["cut"]
+    path.rename(tmp_path / "app.log.2")  # rotated again, the new file empty at first
+    path.write_text("")
+    assert await source.read(100) == []
+    path.write_text("fresh line one\n")
+    assert [e.value for e in await source.read(100) or []] == ["fresh line one"]
 
 
 async def test_follow_notices_new_files_in_a_directory(tmp_path: Path) -> None:

@@ -41,6 +41,17 @@ async def test_only_complete_checkpoints_are_read_back(s3: S3Server, bucket: str
     assert sorted(part["name"] for part in manifest["parts"]) == ["_job", "stage.0"]
 
 
+async def test_parts_written_by_another_process_are_measured(s3: S3Server,
+                                                             bucket: str) -> None:
+    writer, completer = store_in(s3, bucket), store_in(s3, bucket)
+    await writer.write_part("job", 7, "stage.1", b"from a worker")
+    await completer.write_part("job", 7, "_job", b"{}")
+    await completer.complete("job", 7)
+    found = await writer.latest("job")
+    assert found is not None
+    assert found.parts == {"stage.1": b"from a worker", "_job": b"{}"}
+
+
 async def test_a_corrupt_checkpoint_is_skipped_with_a_warning(
         s3: S3Server, bucket: str, caplog: pytest.LogCaptureFixture) -> None:
     store = store_in(s3, bucket)

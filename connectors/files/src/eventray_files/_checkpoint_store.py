@@ -7,7 +7,8 @@ Layout under ``prefix``::
     <prefix><job>/000000000007/parts/<name>.part   one object per part (name URL-quoted)
 
 S3 has no rename, so the manifest object is what makes a checkpoint complete: ``complete``
-reads the stored parts back and writes it (with each part's name, object, size and sha256),
+lists the stored parts and writes it (with each part's name, object, size and sha256; a part
+another process wrote is read back to measure it),
 with a create-only put (``If-None-Match``), so two completes of one checkpoint cannot both
 succeed. ``latest`` reads manifests from the newest id down and checks every part's size and
 sha256; a checkpoint whose parts are missing or damaged, or whose manifest does not parse, is
@@ -84,6 +85,9 @@ class ObjectStorageStore:
             field = str(problem["loc"][0]) if problem["loc"] else None
             raise ConfigError(problem["msg"], kind=_KIND, field=field) from None
         self._store: S3Store | None = None
+        # (job, id) -> part file -> (size, sha256) of the parts this object wrote, so that
+        # complete() reads back only parts written by another process
+        self._written: dict[tuple[str, int], dict[str, tuple[int, str]]] = {}
 
     def __repr__(self) -> str:
         return f"ObjectStorageStore('s3://{self.config.bucket}/{self.prefix}')"
@@ -93,6 +97,7 @@ class ObjectStorageStore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config, self.prefix, self._store = state["config"], state["prefix"], None
+        self._written = {}
 
     @property
     def store(self) -> S3Store:
@@ -123,11 +128,16 @@ class ObjectStorageStore:
         directory = self._dir(job, checkpoint_id)
         if await self._exists(directory + MANIFEST):
             raise ValueError(f"checkpoint {checkpoint_id} of job {job!r} is already complete")
-        path = f"{directory}parts/{quote(name, safe='')}{_PART_SUFFIX}"
+        file = quote(name, safe="") + _PART_SUFFIX
+        path = f"{directory}parts/{file}"
+        data = bytes(data)
+        written = self._written.setdefault((job, checkpoint_id), {})
+        written.pop(file, None)  # unknown until the put succeeds
         try:
-            await self.store.put_async(path, bytes(data))
+            await self.store.put_async(path, data)
         except STORE_ERRORS as exc:
             raise translate(exc, _KIND, f"cannot write {path}") from exc
+        written[file] = (len(data), hashlib.sha256(data).hexdigest())
 
     async def complete(self, job: str, checkpoint_id: int) -> None:
         """Write the manifest of every part stored so far: the checkpoint is complete."""
@@ -138,15 +148,21 @@ class ObjectStorageStore:
         if await self._exists(manifest_path):
             raise ValueError(f"checkpoint {checkpoint_id} of job {job!r} is already complete")
         parts: list[dict[str, Any]] = []
+        written = self._written.pop((job, checkpoint_id), {})
+        for stale in [key for key in self._written if key[0] == job and key[1] < checkpoint_id]:
+            del self._written[stale]  # older checkpoints that never completed
         try:
             for meta in await self._list(directory + "parts/"):
                 path = meta["path"]
                 file = path.rsplit("/", 1)[-1]
                 if not file.endswith(_PART_SUFFIX):
                     continue
-                data = await self._get(path)
+                known = written.get(file)
+                if known is None:  # written by another process: read it back
+                    data = await self._get(path)
+                    known = (len(data), hashlib.sha256(data).hexdigest())
                 parts.append({"name": unquote(file[: -len(_PART_SUFFIX)]), "file": file,
-                              "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+                              "size": known[0], "sha256": known[1]})
             manifest = {"format": _FORMAT, "job": job, "id": checkpoint_id,
                         "created": time.time(), "parts": parts}
             await self.store.put_async(manifest_path, json.dumps(manifest, indent=1).encode(),

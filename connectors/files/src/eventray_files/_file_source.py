@@ -106,10 +106,11 @@ class FileSource(BaseSource[FileSourceConfig]):
         if self._stopping:
             return None
         found = await asyncio.to_thread(self._scan, max_events)
+        self.offsets.update(found.offsets)  # with no events, only resets (a file replaced)
         if not found.events and self.config.follow and not self._stopping:
             await self._pause()
             found = await asyncio.to_thread(self._scan, max_events)
-        self.offsets.update(found.offsets)
+            self.offsets.update(found.offsets)
         if found.events:
             return found.events
         return [] if self.config.follow and not self._stopping else None

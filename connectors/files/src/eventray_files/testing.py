@@ -61,7 +61,10 @@ class S3Server:
 
     def stop(self) -> None:
         """Stop the server and join its thread."""
-        server, self._server, self._client = self._server, None, None
+        server, self._server = self._server, None
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
         if server is not None:
             server.stop()
 
