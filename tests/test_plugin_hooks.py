@@ -21,7 +21,6 @@ def bare_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
         return metadata.EntryPoints([]) if group in (API_GROUP, CLI_GROUP) else real(group=group)
 
     monkeypatch.setattr(metadata, "entry_points", entry_points)
-    monkeypatch.delitem(er.__dict__, "JobClient", raising=False)
     er.registry.refresh()
     yield er.registry
     monkeypatch.undo()

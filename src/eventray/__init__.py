@@ -101,9 +101,7 @@ def __getattr__(name: str) -> _typing.Any:
     install when it is not."""
     if name.startswith("__"):
         raise AttributeError(f"module 'eventray' has no attribute {name!r}")
-    value = registry.api(name)
-    globals()[name] = value
-    return value
+    return registry.api(name)  # loaded once, kept by the registry
 
 
 def __dir__() -> list[str]:
