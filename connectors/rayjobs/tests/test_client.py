@@ -128,6 +128,8 @@ async def test_errors_name_what_went_wrong(cluster: RayJobCluster) -> None:
                 await missing.wait(poll_interval=bad)
         with pytest.raises(er.ConfigError, match=r"working_dir.*not a directory"):
             await jobs.submit("python job.py", working_dir="/no/such/dir")
+        with pytest.raises(er.ConfigError, match=r"entrypoint_num_cpus.*must be a number >= 0"):
+            await jobs.submit("python job.py", entrypoint_num_cpus=-1)
         with pytest.raises(er.ConfigError, match="upload_logs_to"):
             await jobs.submit("python job.py", upload_logs_to="http://not-s3")
     async with JobClient(cluster.address) as anonymous:

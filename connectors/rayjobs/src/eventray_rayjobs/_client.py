@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import logging
+import math
 import os
 import re
 import ssl
@@ -243,6 +244,15 @@ class JobClient:
                                           or any(c.isspace() or c == "/" for c in submission_id)):
             raise er.ConfigError(f"must be a non-empty string without spaces or '/', got "
                                  f"{submission_id!r}", field="submission_id")
+        for name, amount in (("entrypoint_num_cpus", entrypoint_num_cpus),
+                             ("entrypoint_num_gpus", entrypoint_num_gpus),
+                             ("entrypoint_memory", entrypoint_memory),
+                             *((f"entrypoint_resources[{k!r}]", v)
+                               for k, v in (entrypoint_resources or {}).items())):
+            if amount is not None and (isinstance(amount, bool) or
+                                       not isinstance(amount, int | float) or
+                                       not math.isfinite(amount) or amount < 0):
+                raise er.ConfigError(f"must be a number >= 0, got {amount!r}", field=name)
         env = dict(runtime_env or {})
         if working_dir is not None:
             if "working_dir" in env:

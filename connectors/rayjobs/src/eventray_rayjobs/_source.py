@@ -25,7 +25,7 @@ class RayJobSourceConfig(ConnectorConfig):
     submission_id: Annotated[str, Field(min_length=1)]
     address: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    token: str | None = None
+    token: str | None = Field(default=None, repr=False)
     verify: bool = True
     poll_interval: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
     max_pending: Annotated[int, Field(gt=0)] = 1000

@@ -24,14 +24,21 @@ import eventray as er
 from ._client import ADDRESS_ENV, TOKEN_ENV, Job, JobClient
 from ._info import JobInfo, JobStatus
 
+DESCRIPTION = """\
+Submit, follow, stop and list the jobs of a Ray cluster through its job server.
+
+Exit codes: 0 the job SUCCEEDED (or the command did what it was asked), 1 it FAILED,
+3 it was STOPPED, 4 the cluster could not be asked (unreachable, unknown job, refused),
+2 bad usage. While --follow runs, a status line updates in place below the log on a
+terminal; otherwise status changes are plain lines on stderr and stdout holds the log."""
+
 EXIT_CODES = {JobStatus.SUCCEEDED: 0, JobStatus.FAILED: 1, JobStatus.STOPPED: 3}
 EXIT_UNREACHABLE = 4
 
 
 def add_job_commands(commands: Any) -> None:
     """Add ``job`` and its subcommands to the ``eventray`` parser's ``commands``."""
-    job = commands.add_parser("job", help="submit and follow Ray jobs",
-                              description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    job = commands.add_parser("job", help="submit and follow Ray jobs", description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = job.add_subparsers(dest="job_command", required=True)
 
