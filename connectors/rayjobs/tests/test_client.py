@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,23 @@ async def test_submit_with_params_and_working_dir_then_follow_the_log(
         job = await jobs.submit("python job.py", params={**PARAMS, "lines": 3},
                                 working_dir=workdir, metadata={"team": "data"})
         assert job.id.startswith("raysubmit_")
-        lines = [line async for line in job.logs(follow=True)]
+
+        async def follow(handle: Job) -> list[str]:
+            return [line async for line in handle.logs(follow=True, poll_interval=0.2)]
+
+        # a second follower whose websocket breaks after its first message: it goes on by
+        # polling from where the websocket stopped, losing and repeating nothing
+        broken = jobs.job(job.id)
+        real_tail = broken._tail
+
+        async def first_message_only() -> AsyncIterator[str]:
+            async for chunk in real_tail():
+                yield chunk
+                return
+
+        broken._tail = first_message_only  # type: ignore[method-assign]
+        lines, lines_after_a_break = await asyncio.gather(follow(job), follow(broken))
+        assert lines_after_a_break == lines
         params_line = next(line for line in lines if line.startswith("PARAMS "))
         assert json.loads(params_line.removeprefix("PARAMS ")) == {**PARAMS, "lines": "3"}
         assert "DATA from the working dir" in lines
