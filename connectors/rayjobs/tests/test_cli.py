@@ -100,18 +100,18 @@ async def test_submit_follow_status_logs_list_stop(cluster: RayJobCluster, workd
     async with JobClient(cluster.address, token=cluster.token) as jobs:
         while await jobs.job("cli-long").status() is JobStatus.PENDING:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
-    status, stop, listing, logs = await asyncio.gather(
+    status, stop, listing, table, logs = await asyncio.gather(
         eventray(cluster, "status", "cli-long"), eventray(cluster, "stop", "cli-long"),
-        eventray(cluster, "list", "--json"), eventray(cluster, "logs", job_id))
+        eventray(cluster, "list", "--json"), eventray(cluster, "list"),
+        eventray(cluster, "logs", job_id))
     assert status[0] == 0 and status[1].startswith("cli-long  RUNNING")
     assert stop[:2] == (0, "cli-long: stopping\n")
     assert listing[0] == 0
     assert {job["submission_id"]: job["status"] for job in json.loads(listing[1])}[job_id] \
         == "SUCCEEDED"
+    assert any(line.startswith(f"{job_id}  SUCCEEDED  python job.py -k")
+               for line in table[1].splitlines())
     assert logs[1].splitlines() == log
     code, out, err = await eventray(cluster, "logs", "cli-long", "--follow")
     assert code == 3, "a stopped job's follower exits 3"
     assert "cli-long STOPPED" in err
-    code, out, err = await eventray(cluster, "list")
-    assert any(line.startswith(f"{job_id}  SUCCEEDED  python job.py -k")
-               for line in out.splitlines())
