@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import eventray as er
+from eventray_files.testing import S3Server
 from eventray_rayjobs import (
     Job,
     JobAuthError,
@@ -19,6 +20,7 @@ from eventray_rayjobs import (
     JobConflict,
     JobFailed,
     JobNotFound,
+    JobServerError,
     JobServerUnreachable,
     JobStatus,
 )
@@ -165,6 +167,15 @@ async def test_errors_name_what_went_wrong(cluster: RayJobCluster) -> None:
         assert isinstance(unreachable.value, er.TransportError)
     with pytest.raises(er.ConfigError, match="Ray client address"):
         JobClient("ray://127.0.0.1:10001")
+
+
+async def test_an_address_that_is_no_job_server_is_named(s3: S3Server) -> None:
+    # moto's S3 server: a real HTTP server on 127.0.0.1 that knows nothing of Ray jobs
+    async with JobClient(s3.endpoint_url) as elsewhere:
+        with pytest.raises(JobServerError, match=f"{s3.endpoint_url} has no Ray job server "
+                           r"\(GET /api/jobs/: HTTP 404\)") as caught:
+            await elsewhere.list()
+        assert caught.value.status == 404
 
 
 async def test_a_closed_client_refuses_requests(cluster: RayJobCluster) -> None:

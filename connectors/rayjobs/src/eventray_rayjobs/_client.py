@@ -156,8 +156,29 @@ class JobClient:
         if status >= 400:
             raise self._http_error(method, path, status, body, submission_id)
         if is_json:
-            return jsonlib.loads(body)
+            try:
+                return jsonlib.loads(body)
+            except ValueError as exc:
+                raise self._unexpected(method, path, body, submission_id) from exc
         return body
+
+    def _unexpected(self, method: str, path: str, body: str,
+                    submission_id: str | None) -> JobServerError:
+        return JobServerError(f"unexpected answer from the Ray job server at {self.address} to "
+                              f"{method} {path}: {body[:200]!r}", status=200, reason="",
+                              body=body[-4000:], address=self.address,
+                              submission_id=submission_id)
+
+    def _infos(self, answer: Any, path: str, submission_id: str | None) -> list[JobInfo]:
+        """``JobInfo``s of an answer (a job or a list of them); odd answers are an error
+        naming the request, not a ``KeyError``."""
+        items = answer if isinstance(answer, list) else [answer]
+        try:
+            return [JobInfo.from_json(item) for item in items
+                    if item.get("type", "SUBMISSION") == "SUBMISSION"
+                    and (item.get("submission_id") or submission_id)]
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise self._unexpected("GET", path, str(answer), submission_id) from exc
 
     def _http_error(self, method: str, path: str, status: int, body: str,
                     submission_id: str | None) -> JobServerError:
@@ -199,21 +220,24 @@ class JobClient:
 
     async def info(self, submission_id: str) -> JobInfo:
         """``JobInfo`` of job ``submission_id``."""
-        answer = await self.request("GET", f"/api/jobs/{submission_id}",
-                                    submission_id=submission_id)
-        return JobInfo.from_json(answer)
+        path = f"/api/jobs/{submission_id}"
+        infos = self._infos(await self.request("GET", path, submission_id=submission_id),
+                            path, submission_id)
+        if not infos:
+            raise self._unexpected("GET", path, "(not a submitted job)", submission_id)
+        return infos[0]
 
     async def list(self) -> list[JobInfo]:
         """Every submitted job the cluster knows (drivers started without the job server are
         left out: they have no submission id)."""
-        answer = await self.request("GET", "/api/jobs/")
-        return [JobInfo.from_json(item) for item in answer
-                if item.get("type", "SUBMISSION") == "SUBMISSION" and item.get("submission_id")]
+        return self._infos(await self.request("GET", "/api/jobs/"), "/api/jobs/", None)
 
     async def delete(self, submission_id: str) -> bool:
         """Delete an ended job's record and logs; the job server refuses a running job."""
-        answer = await self.request("DELETE", f"/api/jobs/{submission_id}",
-                                    submission_id=submission_id)
+        path = f"/api/jobs/{submission_id}"
+        answer = await self.request("DELETE", path, submission_id=submission_id)
+        if not isinstance(answer, dict):
+            raise self._unexpected("DELETE", path, str(answer), submission_id)
         return bool(answer.get("deleted", False))
 
     async def submit(self, entrypoint: str, *, params: Mapping[str, Any] | None = None,
@@ -285,6 +309,8 @@ class JobClient:
             if existing is None:
                 raise
             return existing
+        if not isinstance(answer, dict) or not answer.get("submission_id"):
+            raise self._unexpected("POST", "/api/jobs/", str(answer), submission_id)
         return self.job(str(answer["submission_id"]), upload_logs_to=upload_logs_to)
 
     async def _existing(self, submission_id: str, command: str,
@@ -347,8 +373,10 @@ class Job:
 
     async def stop(self) -> bool:
         """Ask the cluster to stop the job; False when it had already ended."""
-        answer = await self.client.request("POST", f"/api/jobs/{self.id}/stop",
-                                           submission_id=self.id)
+        path = f"/api/jobs/{self.id}/stop"
+        answer = await self.client.request("POST", path, submission_id=self.id)
+        if not isinstance(answer, dict):
+            raise self.client._unexpected("POST", path, str(answer), self.id)
         return bool(answer.get("stopped", False))
 
     async def delete(self) -> bool:
@@ -420,8 +448,10 @@ class Job:
         await self._upload_once()
 
     async def _full_log(self) -> str:
-        answer = await self.client.request("GET", f"/api/jobs/{self.id}/logs",
-                                           submission_id=self.id)
+        path = f"/api/jobs/{self.id}/logs"
+        answer = await self.client.request("GET", path, submission_id=self.id)
+        if not isinstance(answer, dict):
+            raise self.client._unexpected("GET", path, str(answer), self.id)
         return str(answer.get("logs", ""))
 
     async def _tail(self) -> AsyncIterator[str]:
