@@ -228,4 +228,12 @@ def test_from_rayvens(on_ray: dict[str, str]) -> None:
     assert hello == ["hello", "world"]  # the topic's events, in order (others may interleave)
     assert [line for line in lines if line not in hello] == [
         "to be", "or not", "counts [('be', 2), ('not', 1), ('or', 1), ('to', 2)]"
+
+
+def test_ray_jobs_example() -> None:
+    # It starts a Ray head with the job server of its own (RayJobCluster), stopped at its end.
+    assert run_example("ray_jobs.py").splitlines() == [
+        "hello Ray, and you: 3 items",
+        "python hello_job.py -k 'who=Ray, and you' items=a,b,c SUCCEEDED",
+        "last status event: SUCCEEDED",
     ]

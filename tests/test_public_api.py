@@ -15,7 +15,7 @@ EXPECTED = {
     "Subscription", "SubscriptionSpec", "Topic", "TopicBackend", "TopicFull", "TopicIterator",
     "Transport", "TransportError", "UnknownKindError", "__version__", "alias_field", "connect",
     "connector", "registry", "Job", "Session", "Sliding", "Stream", "Tumbling", "WindowResult",
-    "WindowedStream", "RejectedEvents",
+    "WindowedStream", "RejectedEvents", "MissingPluginError", "job_params",
 }
 
 

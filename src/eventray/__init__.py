@@ -5,6 +5,8 @@ and connectors selected by ``kind``; the same code runs in one process (``"memor
 Ray (the default). A Kafka transport is planned.
 """
 
+import typing as _typing
+
 from ._bus.bus import Bus
 from ._bus.connect import connect
 from ._connectors.base import BaseSink, BaseSource, Connector, ConnectorConfig, alias_field
@@ -15,6 +17,7 @@ from ._model.errors import (
     ConfigError,
     ConnectorError,
     EventrayError,
+    MissingPluginError,
     OperatorError,
     PluginError,
     RejectedEvents,
@@ -24,6 +27,7 @@ from ._model.errors import (
     UnknownKindError,
 )
 from ._model.event import DeadLetter, Event
+from ._model.job_params import job_params
 from ._model.protocols import Operator, Sink, Source
 from ._operators.windows import Session, Sliding, Tumbling, WindowResult
 from ._runtime.checkpoint_store import Checkpoint, CheckpointStore, DirectoryStore, MemoryStore
@@ -56,6 +60,7 @@ __all__ = [
     "EventrayError",
     "Job",
     "MemoryStore",
+    "MissingPluginError",
     "Operator",
     "OperatorError",
     "PluginError",
@@ -85,5 +90,19 @@ __all__ = [
     "alias_field",
     "connect",
     "connector",
+    "job_params",
     "registry",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """Names plugins add (``er.JobClient`` from eventray-rayjobs), found in the registry's
+    ``eventray.api`` group on first use; a ``MissingPluginError`` names the plugin to
+    install when it is not."""
+    if name.startswith("__"):
+        raise AttributeError(f"module 'eventray' has no attribute {name!r}")
+    return registry.api(name)  # loaded once, kept by the registry
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *registry.api_names()})

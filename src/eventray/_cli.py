@@ -96,10 +96,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     listing = commands.add_parser("connectors", help="list installed connector kinds")
     listing.add_argument("--json", action="store_true", help="print JSON")
     commands.add_parser("transports", help="list installed transports")
+    _add_plugin_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "connectors":
         return _connectors(args.json)
-    return _transports()
+    if args.command == "transports":
+        return _transports()
+    return int(args.run(args))
+
+
+def _add_plugin_commands(commands: Any) -> None:
+    """Commands of installed plugins (entry-point group ``eventray.cli``): each entry point
+    is a function that adds its subcommands to ``commands`` and sets ``run`` (taking the
+    parsed arguments, returning the exit code) on each with ``set_defaults``. A plugin that
+    fails to load is reported on stderr; the other commands still work."""
+    for name, plugin in registry.cli_plugins().items():
+        try:
+            plugin.load()(commands)
+        except Exception as exc:
+            print(f"eventray: the {name!r} command of {plugin.distribution} is unavailable: "
+                  f"{exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from eventray._model.errors import ConfigError, PluginError, UnknownKindError
+from eventray._model.errors import (
+    ConfigError,
+    MissingPluginError,
+    PluginError,
+    UnknownKindError,
+)
 from eventray._model.protocols import Sink, Source
 
 from .base import Connector
@@ -25,6 +30,11 @@ log = logging.getLogger("eventray")
 
 CONNECTORS_GROUP = "eventray.connectors"
 TRANSPORTS_GROUP = "eventray.transports"
+API_GROUP = "eventray.api"  # names a plugin adds to ``eventray`` (``er.JobClient``)
+CLI_GROUP = "eventray.cli"  # functions adding a plugin's commands to the ``eventray`` CLI
+
+# The plugin that supplies each first-party name of ``API_GROUP``.
+_API_PLUGINS = {"JobClient": "rayjobs"}
 
 # Where first-party kinds and transports come from, for the hint in "unknown kind" errors.
 _FIRST_PARTY = {
@@ -44,7 +54,8 @@ _FIRST_PARTY = {
 
 
 # The first-party plugins that exist, by folder in the eventray checkout.
-_IN_CHECKOUT = {"ray": "transports/ray", "http": "connectors/http"}
+_IN_CHECKOUT = {"ray": "transports/ray", "http": "connectors/http",
+                "rayjobs": "connectors/rayjobs"}
 
 INSTALL_FROM_CHECKOUT = "not on PyPI yet; from an eventray checkout: pip install ./{plugin}"
 
@@ -62,6 +73,12 @@ def install_hint(name: str) -> str | None:
         return None
     if plugin not in _IN_CHECKOUT:
         return f"it comes with the eventray-{plugin} plugin, which is not released yet"
+    return _plugin_hint(plugin)
+
+
+def _plugin_hint(plugin: str) -> str:
+    if plugin not in _IN_CHECKOUT:
+        return f"eventray-{plugin} is not released yet"
     return f"eventray-{plugin} is " + INSTALL_FROM_CHECKOUT.format(plugin=_IN_CHECKOUT[plugin])
 
 
@@ -225,6 +242,28 @@ class Registry:
         if role == "sink" and not isinstance(instance, Sink):
             raise ConfigError(f"{_name(instance)} is not a sink", kind=_kind(instance))
         return instance  # type: ignore[no-any-return]
+
+    # names added to ``eventray`` and commands added to its CLI
+
+    def api(self, name: str) -> Any:
+        """The object a plugin registered as ``eventray.<name>`` (group ``eventray.api``);
+        a ``MissingPluginError`` when no installed plugin provides it."""
+        plugins = self._plugins(API_GROUP)
+        if name not in plugins:
+            plugin = _API_PLUGINS.get(name)
+            if plugin is None:
+                raise AttributeError(f"module 'eventray' has no attribute {name!r}")
+            raise MissingPluginError(name, plugin, _plugin_hint(plugin))
+        return plugins[name].load()
+
+    def api_names(self) -> list[str]:
+        """The names installed plugins add to ``eventray``."""
+        return sorted(self._plugins(API_GROUP))
+
+    def cli_plugins(self) -> dict[str, Plugin]:
+        """Installed CLI extensions: each loads to a function taking the ``eventray``
+        parser's subcommands (``argparse``'s ``add_subparsers()`` result)."""
+        return dict(sorted(self._plugins(CLI_GROUP).items()))
 
     # transports
 

@@ -6,6 +6,7 @@
     ├── ConfigError (also ValueError)        a bad config, named by kind and field
     │   └── UnknownKindError                 a connector kind or transport nobody installed
     ├── PluginError                          a plugin's entry point failed to load
+    ├── MissingPluginError (also ImportError) a feature's plugin is not installed
     ├── ClosedError                          the bus or topic was used after close()
     ├── TopicFull                            ``topic << value`` found no room
     ├── ConnectorError                       a connector failed talking to its service
@@ -62,6 +63,17 @@ class PluginError(EventrayError):
         super().__init__(f"plugin {plugin!r}, entry point {entry_point!r}: {message}")
         self.plugin = plugin
         self.entry_point = entry_point
+
+
+class MissingPluginError(EventrayError, ImportError):
+    """A name such as ``er.JobClient`` comes from a plugin that is not installed."""
+
+    def __init__(self, name: str, plugin: str, hint: str | None = None) -> None:
+        message = f"eventray.{name} comes with the eventray-{plugin} plugin, which is not " \
+                  "installed"
+        super().__init__(f"{message} ({hint})" if hint else message)
+        self.name = name
+        self.plugin = plugin
 
 
 class ClosedError(EventrayError):
