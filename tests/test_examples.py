@@ -228,6 +228,7 @@ def test_from_rayvens(on_ray: dict[str, str]) -> None:
     assert hello == ["hello", "world"]  # the topic's events, in order (others may interleave)
     assert [line for line in lines if line not in hello] == [
         "to be", "or not", "counts [('be', 2), ('not', 1), ('or', 1), ('to', 2)]"
+    ]
 
 
 def test_ray_jobs_example() -> None:
