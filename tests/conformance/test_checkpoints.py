@@ -309,3 +309,14 @@ async def test_a_bounded_job_that_ends_checkpoints_its_end(bus: er.Bus) -> None:
         assert len(out) == 1000  # the second run emitted nothing
     latest = await store.latest("ended")
     assert latest is not None
+
+
+async def test_a_fresh_run_over_old_checkpoints_numbers_after_them(bus: er.Bus) -> None:
+    store = er.MemoryStore()
+    for resume in (False, False, True):  # run it again from scratch, then resume
+        job = await (bus.from_values(1, 2, 3).map(lambda v: v * 2)
+                     .key_by(lambda v: v % 2).reduce(lambda a, b: a + b)
+                     .sink(Recorder()).run("again", checkpoint_store=store, resume=resume))
+        await job.wait()  # a bounded job writes its end as its last checkpoint
+    latest = await store.latest("again")
+    assert latest is not None and latest.id >= 3  # each run went on after the last one

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from kafka_helpers import until
 
 import eventray as er
 from eventray.testing import Recorder
+from eventray_kafka import KafkaSource
 from eventray_kafka.testing import KafkaBroker
 
 FAST_GROUPS = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500,
@@ -189,3 +192,79 @@ async def test_no_broker_fails_connect_clearly() -> None:
 def test_bad_options_fail_at_connect(url: str, options: dict[str, Any], field: str) -> None:
     with pytest.raises(er.ConfigError, match=field):
         er.connect(url, **options)
+
+
+@pytest.mark.parametrize("value_format", ["pickle", "json"])
+async def test_dead_letters_reach_the_dead_letter_topic_in_every_format(
+        kafka: KafkaBroker, namespace: str, value_format: str) -> None:
+    async with connect(kafka, namespace, value_format=value_format) as bus:
+        letters = Recorder()
+        bus.dead_letters >> letters
+
+        def boom(value: Any) -> None:
+            raise ValueError("bad")
+
+        bus.topic("orders").subscribe(boom, name="boom")
+        await bus.topic("orders").publish({"id": 1})
+        await bus.topic("orders").flush()
+        await bus.dead_letters.flush()
+        assert [(x.value, x.error, x.stage) for x in letters.values] == [
+            ({"id": 1}, "ValueError: bad", "boom")]
+
+
+async def test_a_value_that_cannot_be_sent_is_a_dead_letter_with_its_repr(
+        kafka: KafkaBroker, namespace: str) -> None:
+    async with connect(kafka, namespace) as bus:
+        letters = Recorder()
+        bus.dead_letters >> letters
+        await bus.topic("things").publish(threading.Lock())  # does not pickle
+        await bus.topic("things").publish(b"x" * 2_000_000)  # over max_request_size
+        await bus.topic("things").flush()
+        await bus.dead_letters.flush()
+        assert [letter.stage for letter in letters.values] == ["topic:things"] * 2
+        assert letters.values[0].value.startswith("<lock that cannot be sent: <unlocked")
+        assert "pickle" in letters.values[0].error
+        assert letters.values[1].value.startswith("<bytes that cannot be sent: b'xxx")
+        assert "max_request_size" in letters.values[1].error
+
+
+async def test_a_resumed_parallel_stream_counts_each_record_once_when_commits_lagged(
+        kafka: KafkaBroker, namespace: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real_commit = KafkaSource.commit
+
+    async def first_commit_only(self: KafkaSource, state: Any) -> None:
+        if self.commits >= 1:  # later commits fail: the group's offsets lag the checkpoints
+            self.commits += 1
+            raise er.ConnectorError("commit failed (test)", kind=self.kind)
+        await real_commit(self, state)
+
+    monkeypatch.setattr(KafkaSource, "commit", first_commit_only)
+    counts: dict[int, int] = {}
+
+    async def slowly(value: int) -> int:
+        await asyncio.sleep(0.005)
+        return value
+
+    def run(bus: er.Bus, resume: bool) -> Any:
+        return (bus.from_topic("numbers").set_parallelism(2).map(slowly)
+                .key_by(lambda v: v % 4).map(lambda v: (v % 4, 1))
+                .reduce(lambda a, b: (a[0], a[1] + b[1])).sink(lambda kv: counts.update([kv]))
+                .run("counting", checkpoint_interval=0.2, batch_size=10,
+                     checkpoint_store=tmp_path, resume=resume))
+
+    async with connect(kafka, namespace) as bus:
+        for i in range(200):
+            await bus.topic("numbers").publish(i, key=i)
+        await bus.topic("numbers").flush()
+        job = await run(bus, resume=False)
+        await until(lambda: sum(counts.values()) >= 60, timeout=60, what="a third counted")
+        await job.stop(drain=False)  # killed: its last commits had failed
+    monkeypatch.setattr(KafkaSource, "commit", real_commit)
+    counts.clear()
+    async with connect(kafka, namespace) as bus:
+        job = await run(bus, resume=True)
+        await until(lambda: sum(counts.values()) == 200, timeout=60, what="every record")
+        await asyncio.sleep(0.5)
+        await job.stop(drain=True)
+    assert counts == {0: 50, 1: 50, 2: 50, 3: 50}

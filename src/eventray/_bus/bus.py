@@ -396,10 +396,15 @@ async def _checkpoint_settings(plan: JobPlan, request: CheckpointRequest) -> Che
         except OSError as exc:
             raise ConfigError(f"cannot create the directory {str(store.root)!r}: "
                               f"{describe(exc)}", field="checkpoint_store") from exc
-    restored = await store.latest(plan.name) if request.resume else None
+    latest = await store.latest(plan.name)
+    restored = latest if request.resume else None
     if restored is not None:
         check_shape(restored, plan.instance_names())
         log.info("job %s resumes from checkpoint %d", plan.name, restored.id)
     elif request.resume:
         log.info("job %s: no checkpoint to resume from; starting fresh", plan.name)
-    return CheckpointSettings(request.interval, store, restored)
+    elif latest is not None:
+        log.info("job %s starts fresh (resume=False); its checkpoints go on from %d",
+                 plan.name, latest.id + 1)
+    first_id = latest.id + 1 if latest is not None else 1
+    return CheckpointSettings(request.interval, store, restored, first_id=first_id)

@@ -55,7 +55,9 @@ _FIRST_PARTY = {
 
 # The first-party plugins that exist, by folder in the eventray checkout.
 _IN_CHECKOUT = {"ray": "transports/ray", "http": "connectors/http",
-                "rayjobs": "connectors/rayjobs"}
+                "kafka": "connectors/kafka", "files": "connectors/files",
+                "rayjobs": "connectors/rayjobs", "satellite": "connectors/satellite",
+                "smtp": "connectors/smtp", "sms": "connectors/sms"}
 
 INSTALL_FROM_CHECKOUT = "not on PyPI yet; from an eventray checkout: pip install ./{plugin}"
 
@@ -69,11 +71,19 @@ def install_hint(name: str) -> str | None:
     plugin = next((plugin for prefix, plugin in _FIRST_PARTY.items()
                    if name == prefix or (prefix.endswith("-") and name.startswith(prefix))),
                   "kafka" if name.startswith("kafka-") else None)
-    if plugin is None:
-        return None
+    if plugin is None or _installed(f"eventray-{plugin}"):
+        return None  # a misspelt kind of an installed plugin: the known kinds say enough
     if plugin not in _IN_CHECKOUT:
         return f"it comes with the eventray-{plugin} plugin, which is not released yet"
     return _plugin_hint(plugin)
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _plugin_hint(plugin: str) -> str:
@@ -316,6 +326,9 @@ def _name(instance: object) -> str:
 registry = Registry()
 
 
-def connector(kind: str, /, **fields: Any) -> Source | Sink:
-    """Build the connector registered as ``kind`` from keyword fields."""
+def connector(kind: str | Mapping[str, Any], /, **fields: Any) -> Source | Sink:
+    """Build the connector registered as ``kind`` from keyword fields, or from a
+    ``{"kind": ..., **fields}`` dict."""
+    if isinstance(kind, Mapping):
+        return registry.build({**kind, **fields})
     return registry.build({"kind": kind, **fields})

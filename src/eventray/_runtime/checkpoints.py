@@ -32,12 +32,15 @@ JOB_PART = "_job"  # the part describing the job's shape, checked on resume
 @dataclass
 class CheckpointSettings:
     """How a job checkpoints: every ``interval`` seconds (None: only the final checkpoint of a
-    drain), into ``store``; ``restored`` is the checkpoint the job resumes from."""
+    drain), into ``store``; ``restored`` is the checkpoint the job resumes from; a job that
+    starts fresh numbers its checkpoints from ``first_id`` (after those a store already has
+    of the job, which a later resume would otherwise prefer)."""
 
     interval: float | None
     store: CheckpointStore
     restored: Checkpoint | None = None
     timeout: float = 600.0
+    first_id: int = 1
 
     def restored_part(self, instance: str) -> bytes | None:
         """What ``instance`` wrote in the checkpoint the job resumes from."""
@@ -80,7 +83,7 @@ class CheckpointCoordinator(Checkpoints):
         self._trigger = trigger  # (id, final): ask the sources to take checkpoint id
         self._notify = notify  # (id): checkpoint id is durable
         restored = settings.restored
-        self._next_id = restored.id + 1 if restored is not None else 1
+        self._next_id = restored.id + 1 if restored is not None else settings.first_id
         self._current: int | None = None
         self._current_final = False
         self._parts: dict[str, bytes] = {}

@@ -15,7 +15,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from time import time_ns
 from typing import Any, Generic, Protocol, TypeVar, overload
 
-from eventray._model.errors import ClosedError, ConfigError, TopicFull
+from eventray._model.errors import (
+    ClosedError,
+    ConfigError,
+    ConnectorError,
+    RejectedEvents,
+    TopicFull,
+)
 from eventray._model.event import Event
 from eventray._model.protocols import Operator, Source
 from eventray._runtime.channel import BatchChannel
@@ -297,10 +303,16 @@ class Topic(Generic[T]):
             outbox.task_done(len(items))
 
     async def _hand_over(self, batch: list[Event]) -> None:
+        failures: Failures
         try:
             await self._backend.publish(batch)
+            return
+        except RejectedEvents as exc:  # only these: the transport published the rest
+            failures = [(batch[index], ConnectorError(error, kind=exc.kind))
+                        for index, error in exc.failures]
         except Exception as exc:
-            failures: Failures = [(event, exc) for event in batch]
+            failures = [(event, exc) for event in batch]
+        if failures:
             try:
                 await self._bus._failure_handler(self.name)(failures, f"topic:{self.name}")
             except Exception:

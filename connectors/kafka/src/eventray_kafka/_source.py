@@ -107,11 +107,18 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
 
     def split(self, index: int, count: int) -> KafkaSource:
         """The source of one of ``count`` instances: a member of the same consumer group (the
-        group shares the partitions between its members)."""
+        group shares the partitions between its members). Instances split in one process
+        share what they restored and where revoked partitions were, so a partition that
+        moves between them continues exactly where it was."""
         if self.config.group_id is None:
             raise ConfigError("set a group_id to read with more than one instance: the "
                               "members of a consumer group share its partitions",
                               kind=self.kind, field="group_id")
+        sibling = self._sibling()
+        sibling._restored, sibling._kept = self._restored, self._kept
+        return sibling
+
+    def _sibling(self) -> KafkaSource:
         return type(self)(self.config)
 
     def _options(self) -> dict[str, Any]:
@@ -176,12 +183,12 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         they were; the rest start from the group's committed offset."""
         for tp in assigned:
             offset = self._restored.pop(tp, None)
+            kept = self._kept.pop(tp, None)
             if offset is None:
-                offset = self._kept.get(tp)
+                offset = kept
             if offset is not None:
                 consumer.seek(tp, offset)
                 self._positions[tp] = offset
-        self._kept.clear()
         if assigned:
             log.info("%s: partitions assigned: %s", self.kind, _names(assigned))
 
@@ -245,8 +252,9 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
 
     def restore(self, state: Any) -> None:
         """Resume from a ``snapshot``: owned partitions seek there now, others when they are
-        assigned (the first time only; later they start from the committed offset)."""
-        self._restored = state_positions(state)
+        assigned to this source or a sibling (the first time only; later they start from
+        where their last owner was, or from the committed offset)."""
+        self._restored.update(state_positions(state))
         if self._consumer is not None:
             owned = set(self._consumer.assignment())
             self._assigned(owned & set(self._restored), self._consumer)
@@ -285,6 +293,8 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
                 self._consumer = consumer
                 try:
                     await self.commit(self.snapshot())
+                except ConnectorError as exc:  # the next run reads these records again
+                    log.warning("%s: the drain's commit failed: %s", self.kind, exc)
                 finally:
                     self._consumer = None
         finally:

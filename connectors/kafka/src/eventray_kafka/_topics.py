@@ -28,7 +28,6 @@ from eventray import (
     ConnectorError,
     DeadLetter,
     Event,
-    RejectedEvents,
     SubscriptionSpec,
     TransportError,
 )
@@ -84,13 +83,11 @@ class KafkaTopic:
         return self._writer
 
     async def publish(self, batch: list[Event]) -> None:
+        """Write ``batch``; events that cannot be written (a value that does not serialize,
+        a record too large, a write the brokers refused for good) are raised as
+        ``RejectedEvents``, which the topic makes dead letters; the rest are written."""
         writer = await self._ready_writer()
-        try:
-            await writer.write(batch)
-        except RejectedEvents as rejected:
-            letters = [DeadLetter.of(batch[index], error, f"topic {self.name}")
-                       for index, error in rejected.failures]
-            await self._transport.dead_letters(self.name, letters)
+        await writer.write(batch)
 
     async def subscribe(self, spec: SubscriptionSpec) -> None:
         await self._transport.ensure_topic(self.kafka_name)
@@ -105,7 +102,7 @@ class KafkaTopic:
 
     async def flush(self) -> None:
         """Until this process's subscribers processed everything this bus published here."""
-        ends = dict(self._writer.ends) if self._writer is not None else {}
+        ends = dict(self._transport.published.get(self.kafka_name, {}))
         for subscription in tuple(self._subscriptions.values()):
             await subscription.caught_up(ends)
 
@@ -128,10 +125,11 @@ class Subscription:
         self.spec = spec
         self.channel: BatchChannel[Event] = BatchChannel(transport.queue_size)
         self.positions: dict[int, int] = {}  # per partition, the next offset to hand over
-        self._decode, self._decode_key = transport.decoders()
+        self._decode, self._decode_key = transport.decoders(topic.kafka_name)
         self._consumer: AIOKafkaConsumer | None = None
         self._moved = asyncio.Condition()
         self._stopping = False
+        self._failure: BaseException | None = None  # what ended the fetch loop, if not a stop
         self._pumping: asyncio.Task[None] | None = None
         self._delivering: asyncio.Task[None] | None = None
 
@@ -180,6 +178,9 @@ class Subscription:
                         self._moved.notify_all()
         except ClosedError:
             pass  # abandoned: unsubscribed without draining
+        except Exception as exc:
+            self._failure = exc
+            raise
         finally:
             self._stopping = True
             async with self._moved:
@@ -190,7 +191,12 @@ class Subscription:
         letters: list[DeadLetter] = [e.value for e in events if type(e.value) is Undecodable]
         if letters:
             events = [e for e in events if type(e.value) is not Undecodable]
-            await self.topic.dead_letters(letters)
+            try:
+                await self.topic.dead_letters(letters)
+            except Exception as exc:  # the subscription goes on
+                log.error("topic %r: %d dead letter(s) for records that do not decode are "
+                          "lost: %s; the first: %s", self.topic.name, len(letters),
+                          describe(exc), letters[0].error)
         if events:
             await self.channel.put(events)
         self.positions[tp.partition] = records[-1].offset + 1
@@ -203,6 +209,10 @@ class Subscription:
 
         async with self._moved:
             await self._moved.wait_for(reached)
+        if self._failure is not None:
+            raise TransportError(f"the subscription of {self.spec.name} to topic "
+                                 f"{self.topic.name!r} failed: {describe(self._failure)}",
+                                 transport="kafka") from self._failure
         await self.channel.join()
 
     async def stop(self, *, drain: bool) -> None:

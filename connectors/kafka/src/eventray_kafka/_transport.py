@@ -44,7 +44,14 @@ from ._config import KafkaConnection, KafkaSourceConfig
 from ._sink import KafkaSink
 from ._source import KafkaSource
 from ._topics import Decoders, KafkaTopic, TopicWriter
-from ._wire import TopicFormat, Undecodable, kafka_name, key_codec, value_codec
+from ._wire import (
+    TopicFormat,
+    Undecodable,
+    encode_dead_letter,
+    kafka_name,
+    key_codec,
+    value_codec,
+)
 
 log = logging.getLogger("eventray")
 
@@ -123,6 +130,7 @@ class KafkaTransport:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms).config
         self.connection: KafkaConnection = self._sink_config
+        self._dead_letter_topic = kafka_name(DEAD_LETTERS, namespace)
         self.home = uuid.uuid4().int  # the partition of this bus's events without a key
         self.tasks = TaskOwner("kafka")
         self._publisher: KafkaSink | None = None
@@ -145,7 +153,8 @@ class KafkaTransport:
                 config, kind="kafka")
         except ConnectorError as exc:
             await publisher.stop()
-            raise TransportError(str(exc), transport="kafka") from exc
+            raise TransportError(str(exc).removeprefix(f"{exc.kind}: "),
+                                 transport="kafka") from exc
         self._publisher = publisher
 
     async def close(self) -> None:
@@ -177,12 +186,18 @@ class KafkaTransport:
         """A writer of Kafka topic ``topic`` on the shared producer."""
         if self._publisher is None or self._publisher._producer is None:
             raise TransportError("the bus is not open", transport="kafka")
-        config = self._sink_config.model_copy(update={"topic": topic})
+        update: dict[str, Any] = {"topic": topic}
+        if topic == self._dead_letter_topic:
+            update["serializer"] = encode_dead_letter
+        config = self._sink_config.model_copy(update=update)
         writer = TopicWriter(config, self._publisher._producer, self.home)
         writer.ends = self.published.setdefault(topic, {})
         return writer
 
-    def decoders(self) -> Decoders:
+    def decoders(self, topic: str) -> Decoders:
+        """How records of Kafka topic ``topic`` decode: (value, key)."""
+        if topic == self._dead_letter_topic:
+            return value_codec("pickle")[1], self._decode_key
         return self._decode, self._decode_key
 
     async def ensure_topic(self, topic: str) -> None:
@@ -243,8 +258,9 @@ class KafkaTransport:
         return group
 
     def _topic_source(self, topic: str, group: str) -> KafkaSource:
+        name = kafka_name(topic, self.namespace)
         config = self._source_config.model_copy(update={
-            "topic": kafka_name(topic, self.namespace), "group_id": group})
+            "topic": name, "group_id": group, "deserializer": self.decoders(name)[0]})
         return TopicSource(config, self.published)
 
 
@@ -272,7 +288,7 @@ class TopicSource(KafkaSource):
         super().__init__(config)
         self._published = published
 
-    def split(self, index: int, count: int) -> TopicSource:
+    def _sibling(self) -> TopicSource:
         return TopicSource(self.config, self._published)
 
     def has_drain_targets(self) -> bool:

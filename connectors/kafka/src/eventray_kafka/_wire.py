@@ -5,15 +5,18 @@ Names. An eventray topic name may hold ``/`` and ``>`` (the bus names operator t
 name that already holds one of those is refused, so two eventray names never share a Kafka
 topic. A ``namespace`` prefixes every name with ``<namespace>.``.
 
-Formats. ``pickle`` (the default) keeps any Python value and key exactly as they were
-published, for eventray programs; only trusted programs should write to such topics, as
-unpickling runs code. ``json`` writes values as JSON and keys as text, so other Kafka clients
-can read and write the topics too (values must be JSON-serializable; keys come back as str).
+Formats. The dead-letter topic is always pickled (a dead letter whose value cannot be, or
+is too large, travels with that value's shortened ``repr``). Other topics: ``pickle`` (the
+default) keeps any Python value and key exactly as they were published, for eventray
+programs; only trusted programs should write to such topics, as unpickling runs code.
+``json`` writes values as JSON and keys as text, so other Kafka clients can read and write
+the topics too (values must be JSON-serializable; keys come back as str).
 """
 
 from __future__ import annotations
 
 import pickle
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -63,6 +66,33 @@ def _key_to_pickle(key: Any) -> bytes | None:
 
 def _from_pickle(data: bytes) -> Any:
     return pickle.loads(data)
+
+
+MAX_LETTER = 256 * 1024  # bytes of a pickled dead letter; a larger value travels as its repr
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 200
+
+
+def _shortened(value: Any) -> str:
+    return f"<{type(value).__name__} that cannot be sent: {_short.repr(value)}>"
+
+
+def encode_dead_letter(letter: Any) -> bytes:
+    """A dead letter (or anything on the dead-letter topic) pickled; one whose value or key
+    does not pickle, or is too large, with their shortened ``repr`` instead."""
+    try:
+        data = _to_pickle(letter)
+    except Exception:
+        data = None
+    if data is not None and len(data) <= MAX_LETTER:
+        return data
+    if not isinstance(letter, DeadLetter):
+        raise ValueError("a value on the dead-letter topic that cannot be pickled, or is "
+                         f"larger than {MAX_LETTER} bytes pickled")
+    key = letter.key if isinstance(letter.key, (str, bytes, int, type(None))) \
+        else _shortened(letter.key)
+    return _to_pickle(DeadLetter(_shortened(letter.value), letter.error, letter.stage, key,
+                                 letter.ts))
 
 
 def value_codec(fmt: TopicFormat) -> tuple[Callable[[Any], bytes | None],
