@@ -24,7 +24,9 @@ What it uses to run a stream's stages:
     its own, e.g. a ``ConnectorReader`` around a source connector.
 What a connector uses:
     ``er.BaseSource``/``er.BaseSink``/``er.PollingSource`` and ``er.ConnectorConfig`` from
-    ``eventray``, plus ``describe`` here to turn an exception into a dead letter's text.
+    ``eventray``, plus ``describe`` here to turn an exception into a dead letter's text, and
+    ``HandoverQueue`` for a source that is a server (a webhook, an SMTP or SMS server): it
+    answers a request only once the stream took its events, and refuses it otherwise.
 """
 
 from ._model.batch import Batch, concat, split_by_key
@@ -42,6 +44,7 @@ from ._runtime.context import (
     StageMetrics,
 )
 from ._runtime.emitters import Emitter, NullEmitter, PartitioningEmitter
+from ._runtime.handover import HandoverQueue
 from ._runtime.local import JobBackend, LocalJob, Metrics
 from ._runtime.operator import OpContext, StreamOp
 from ._runtime.plan import DEAD_LETTERS, Exchange, JobPlan, StagePlan
@@ -70,6 +73,7 @@ __all__ = [
     "EventStream",
     "Exchange",
     "Failures",
+    "HandoverQueue",
     "Inbox",
     "JobBackend",
     "JobPlan",

@@ -16,39 +16,15 @@ import asyncio
 import hashlib
 import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from eventray import BaseSource, ClosedError, Event
-from eventray.spi import BatchChannel
+from eventray import BaseSource, Event
+from eventray.spi import HandoverQueue
 
 from ._config import BearerAuth, HmacAuth, WebhookSourceConfig
 from ._formats import decode
-
-
-@dataclass(eq=False)
-class _Handover:
-    """A request's ``size`` events waiting for the stream; ``taken`` is decided once: True
-    when the stream took them, False when the request was refused (draining, timed out)."""
-
-    size: int
-    taken: asyncio.Future[bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-    def accept(self) -> bool:
-        """Hand the events over unless the request was refused; whether they go out."""
-        if not self.taken.done():
-            self.taken.set_result(True)
-        return not self.taken.cancelled() and self.taken.result()
-
-    def refuse(self) -> bool:
-        """Refuse the request unless its events were handed over; whether it was refused."""
-        if not self.taken.done():
-            self.taken.set_result(False)
-        return self.taken.cancelled() or not self.taken.result()
 
 
 def _json_error(status: int, message: str, **headers: str) -> web.Response:
@@ -68,9 +44,7 @@ class WebhookSource(BaseSource[WebhookSourceConfig]):
         self.port: int | None = None
         self.accepted = 0
         self.refused: dict[int, int] = {}
-        self._pending: BatchChannel[tuple[_Handover, Event]] = BatchChannel(
-            self.config.max_pending
-        )
+        self._pending: HandoverQueue[Event] = HandoverQueue(self.config.max_pending)
         self._runner: web.AppRunner | None = None
         self._draining = False
         self._up: asyncio.Event | None = None  # made on first use: the source may be pickled
@@ -132,16 +106,8 @@ class WebhookSource(BaseSource[WebhookSourceConfig]):
         if not values:
             return web.json_response({"accepted": 0}, status=202)
         headers = {"http-path": request.path}
-        handover = _Handover(len(values))
-        try:
-            async with asyncio.timeout(config.handover_timeout):
-                await self._pending.put([(handover, Event(v, headers=headers)) for v in values])
-                await handover.taken
-        except (TimeoutError, ClosedError):
-            pass
-        finally:  # the stream may have taken the events as the deadline passed: they count
-            refused = handover.refuse()
-        if refused:  # events still queued are skipped by read: nothing goes out twice
+        events = [Event(v, headers=headers) for v in values]
+        if not await self._pending.offer(events, config.handover_timeout):
             return self._refuse(503, "the stream did not take the events",
                                 **{"Retry-After": "1"})
         self.accepted += len(values)
@@ -160,22 +126,13 @@ class WebhookSource(BaseSource[WebhookSourceConfig]):
         return hmac.compare_digest(given.encode(), expected.encode())
 
     async def read(self, max_events: int) -> Sequence[Event] | None:
-        items = await self._pending.get(max_events)
-        if items is None:
-            return None
-        last = items[-1][0]
-        rest = last.size - sum(1 for handover, _ in items if handover is last)
-        if rest:  # the rest of the last request is next in the channel: take it now
-            items = [*items, *(await self._pending.get(rest) or [])]
-        self._pending.task_done(len(items))
-        return [event for handover, event in items if handover.accept()]
+        return await self._pending.take(max_events)
 
     def drain(self) -> None:
         """Start refusing requests with 503 (and ``/healthz`` with 503, so a load balancer
         moves traffic away); requests the stream has not taken yet are refused too."""
         self._draining = True
-        for handover, _ in self._pending.take_all():
-            handover.refuse()
+        self._pending.refuse_queued()
         self._pending.close()
 
     def stop_reading(self) -> None:

@@ -17,41 +17,17 @@ import hmac
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from eventray import BaseSource, ClosedError, Event
-from eventray.spi import BatchChannel
+from eventray import BaseSource, Event
+from eventray.spi import HandoverQueue
 
 from ._callbacks import BadCallback, parse
 from ._config import BasicAuth, SmsSourceConfig, basic_auth
 
 log = logging.getLogger("eventray.sms")
-
-
-@dataclass(eq=False)
-class _Handover:
-    """A callback's ``size`` events waiting for the stream; ``taken`` is decided once: True
-    when the stream took them, False when the callback was refused (draining, timed out)."""
-
-    size: int
-    taken: asyncio.Future[bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-    def accept(self) -> bool:
-        """Hand the events over unless the callback was refused; whether they go out."""
-        if not self.taken.done():
-            self.taken.set_result(True)
-        return not self.taken.cancelled() and self.taken.result()
-
-    def refuse(self) -> bool:
-        """Refuse the callback unless its events were handed over; whether it was refused."""
-        if not self.taken.done():
-            self.taken.set_result(False)
-        return self.taken.cancelled() or not self.taken.result()
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -73,9 +49,7 @@ class SmsSource(BaseSource[SmsSourceConfig]):
         self.accepted = 0
         self.refused: dict[int, int] = {}
         self.skipped: dict[str, int] = {}
-        self._pending: BatchChannel[tuple[_Handover, Event]] = BatchChannel(
-            self.config.max_pending
-        )
+        self._pending: HandoverQueue[Event] = HandoverQueue(self.config.max_pending)
         self._runner: web.AppRunner | None = None
         self._draining = False
         self._up: asyncio.Event | None = None  # made on first use: the source may be pickled
@@ -145,19 +119,9 @@ class SmsSource(BaseSource[SmsSourceConfig]):
             self.skipped[kind] = self.skipped.get(kind, 0) + count
         if not parsed.values:
             return web.json_response({"accepted": 0}, status=200)
-        handover = _Handover(len(parsed.values))
-        events = [(handover, Event(value, key=value["from"], ts=ts,
-                                   headers={"http-path": request.path}))
+        events = [Event(value, key=value["from"], ts=ts, headers={"http-path": request.path})
                   for value, ts in parsed.values]
-        try:
-            async with asyncio.timeout(self.config.handover_timeout):
-                await self._pending.put(events)
-                await handover.taken
-        except (TimeoutError, ClosedError):
-            pass
-        finally:  # the stream may have taken the events as the deadline passed: they count
-            refused = handover.refuse()
-        if refused:  # events still queued are skipped by read: nothing goes out twice
+        if not await self._pending.offer(events, self.config.handover_timeout):
             return self._refuse(503, "the stream did not take the events",
                                 **{"Retry-After": "1"})
         self.accepted += len(events)
@@ -170,15 +134,7 @@ class SmsSource(BaseSource[SmsSourceConfig]):
         return hmac.compare_digest(given.encode(), self._expected.encode())
 
     async def read(self, max_events: int) -> Sequence[Event] | None:
-        items = await self._pending.get(max_events)
-        if items is None:
-            return None
-        last = items[-1][0]
-        rest = last.size - sum(1 for handover, _ in items if handover is last)
-        if rest:  # the rest of the last callback is next in the channel: take it now
-            items = [*items, *(await self._pending.get(rest) or [])]
-        self._pending.task_done(len(items))
-        return [event for handover, event in items if handover.accept()]
+        return await self._pending.take(max_events)
 
     def drain(self) -> None:
         """Answer 503 to new callbacks (and to those waiting for room); callbacks already
@@ -193,8 +149,7 @@ class SmsSource(BaseSource[SmsSourceConfig]):
     async def stop(self) -> None:
         """``drain``, refuse (503) what the stream has not taken, then close the server."""
         self.drain()
-        for handover, _ in self._pending.take_all():
-            handover.refuse()
+        self._pending.refuse_queued()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -22,13 +22,12 @@ import hmac
 import logging
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from eventray import BaseSource, ClosedError, DeadLetter, Event
-from eventray.spi import BatchChannel, describe
+from eventray import BaseSource, DeadLetter, Event
+from eventray.spi import HandoverQueue, describe
 
 from ._config import SmtpSourceConfig
 from ._mime import parse
@@ -37,29 +36,6 @@ log = logging.getLogger("eventray.smtp")
 
 STOP_GRACE = 2.0  # seconds stop() lets refused messages be answered before closing
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
-
-
-@dataclass(eq=False)
-class _Handover:
-    """A message's ``size`` events waiting for the stream; ``taken`` is decided once: True
-    when the stream took them, False when the message was refused (draining, timed out)."""
-
-    size: int
-    taken: asyncio.Future[bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-    def accept(self) -> bool:
-        """Hand the events over unless the message was refused; whether they go out."""
-        if not self.taken.done():
-            self.taken.set_result(True)
-        return not self.taken.cancelled() and self.taken.result()
-
-    def refuse(self) -> bool:
-        """Refuse the message unless its events were handed over; whether it was refused."""
-        if not self.taken.done():
-            self.taken.set_result(False)
-        return self.taken.cancelled() or not self.taken.result()
 
 
 class _Refusal(asyncio.Protocol):
@@ -163,9 +139,7 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
         self.port: int | None = None
         self.accepted = 0
         self.refused: dict[int, int] = {}
-        self._pending: BatchChannel[tuple[_Handover, Event]] = BatchChannel(
-            self.config.max_pending
-        )
+        self._pending: HandoverQueue[Event] = HandoverQueue(self.config.max_pending)
         self._server: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
         self._transmitting = 0  # sessions in DATA: receiving a message or handing it over
@@ -274,20 +248,14 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
 
     async def _hand_over(self, events: list[Event]) -> str:
         """Queue a message's events and wait until the stream took them: the reply."""
-        handover = _Handover(len(events))
         self._handing_over += 1
         try:
-            async with asyncio.timeout(self.config.handover_timeout):
-                await self._pending.put([(handover, event) for event in events])
-                await handover.taken
-        except (TimeoutError, ClosedError):
-            pass
-        finally:  # the stream may have taken the events as the deadline passed: they count
-            refused = handover.refuse()
+            taken = await self._pending.offer(events, self.config.handover_timeout)
+        finally:
             self._handing_over -= 1
             if self._handing_over == 0 and self._answered is not None:
                 self._answered.set()
-        if refused:  # events still queued are skipped by read: nothing goes out twice
+        if not taken:
             if self._draining:
                 return self._refuse(SHUTTING_DOWN)
             return self._refuse("451 4.3.0 The stream did not take the message in time, "
@@ -296,15 +264,7 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
         return f"250 OK: {len(events)} event(s) queued"
 
     async def read(self, max_events: int) -> Sequence[Event] | None:
-        items = await self._pending.get(max_events)
-        if items is None:
-            return None
-        last = items[-1][0]
-        rest = last.size - sum(1 for handover, _ in items if handover is last)
-        if rest:  # the rest of the last message is next in the channel: take it now
-            items = [*items, *(await self._pending.get(rest) or [])]
-        self._pending.task_done(len(items))
-        return [event for handover, event in items if handover.accept()]
+        return await self._pending.take(max_events)
 
     def drain(self) -> None:
         """Answer ``421`` to new connections and transactions; messages being transmitted
@@ -342,8 +302,7 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
         message is cut off: it got no 250, so its sender retries)."""
         self.drain()
         self._end_drain()
-        for handover, _ in self._pending.take_all():
-            handover.refuse()
+        self._pending.refuse_queued()
         server, self._server = self._server, None
         if server is None:
             return
