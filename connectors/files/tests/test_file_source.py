@@ -78,7 +78,7 @@ async def test_follow_reads_appended_lines_and_holds_a_partial_one(tmp_path: Pat
         file.write(" done)\nthird\n")
     got = [e.value for e in await source.read(100) or []]
     assert got == ["second (partial done)", "third"]
-    assert source.snapshot() == {"app.log": len(path.read_bytes())}
+    assert source.snapshot()["offsets"] == {"app.log": len(path.read_bytes())}
     source.stop_reading()
     assert await source.read(100) is None
 
@@ -196,3 +196,51 @@ def test_bad_configs_name_the_field(fields: dict[str, Any], field: str | None) -
         er.connector("file-source", **fields)
     assert caught.value.kind == "file-source"
     assert caught.value.field == field
+
+
+def lines(prefix: str, count: int) -> str:
+    return "".join(f"{prefix}{i}\n" for i in range(count))
+
+
+async def read_all(source: FileSource) -> list[Any]:
+    """What ``read`` hands out until it has nothing new."""
+    got: list[Any] = []
+    while batch := await source.read(1000):
+        got += [event.value for event in batch]
+    return got
+
+
+async def test_a_file_rewritten_under_its_name_is_read_from_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_text(lines("old", 100))
+    source = FileSource(path=str(path), follow=True, poll_interval=0.01)
+    assert len(await read_all(source)) == 100
+    path.write_text(lines("new", 150))  # same inode, larger than the old offset
+    assert await read_all(source) == [f"new{i}" for i in range(150)]  # none skipped
+
+
+async def test_a_file_replaced_while_the_job_was_down_is_read_from_its_start(
+        tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_text(lines("old", 10))
+    first = FileSource(path=str(path), follow=True, poll_interval=0.01)
+    assert len(await read_all(first)) == 10
+    state = first.snapshot()
+    path.unlink()
+    path.write_text(lines("new", 20))  # rotated while nothing ran
+    resumed = FileSource(path=str(path), follow=True, poll_interval=0.01)
+    resumed.restore(state)
+    assert await read_all(resumed) == [f"new{i}" for i in range(20)]
+
+
+async def test_a_rotated_file_in_a_followed_directory_is_not_read_twice(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_text(lines("a", 10))
+    source = FileSource(path=str(tmp_path), follow=True, poll_interval=0.01)
+    assert len(await read_all(source)) == 10
+    with path.open("a") as file:
+        file.write("written just before the rotation\n")
+    path.rename(tmp_path / "app.log.1")
+    path.write_text(lines("b", 3))
+    got = await read_all(source)
+    assert sorted(got) == sorted(["written just before the rotation", "b0", "b1", "b2"])

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 import eventray as er
+from eventray_rayjobs import JobClient
 from eventray_rayjobs._params import with_params
 
 TRICKY = {
@@ -90,3 +91,13 @@ def test_bad_params_fail_before_submitting(params: dict[str, object], message: s
 def test_job_params_reads_sys_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["job.py", "-k", "a=1"])
     assert er.job_params() == {"a": "1"}
+
+
+@pytest.mark.parametrize("submission_id", ["base?x=1", "base#2", "base%3F", "..", ".hidden",
+                                           "a/b", "with space", "", "é"])
+async def test_submission_ids_that_a_url_would_change_are_refused(submission_id: str) -> None:
+    async with JobClient("http://127.0.0.1:1") as jobs:  # nothing is sent
+        with pytest.raises(er.ConfigError, match="submission_id"):
+            await jobs.submit("python job.py", submission_id=submission_id)
+        with pytest.raises(er.ConfigError, match="submission_id"):
+            jobs.job(submission_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,19 @@ async def test_a_bad_config_or_unknown_job_is_a_clear_error(cluster: RayJobClust
     with pytest.raises(er.ConnectorError, match="no Ray job 'nope'"):
         await source.start()
     await source.stop()
+
+
+async def test_draining_a_stream_of_a_silent_job_ends_at_once(cluster: RayJobCluster) -> None:
+    async with JobClient(cluster.address, token=cluster.token) as jobs:
+        job = await jobs.submit("python -c 'import time; print(\"started\", flush=True); "
+                                "time.sleep(60)'")
+        try:
+            config = {"kind": "ray-job-source", "address": cluster.address,
+                      "submission_id": job.id, "token": cluster.token, "poll_interval": 0.2}
+            async with er.connect("memory") as bus:
+                received = Recorder()
+                stream = await bus.from_source(config).sink(received).run("follow")
+                await received.wait_for(1, timeout=60)  # following the (now silent) job
+                await asyncio.wait_for(stream.stop(drain=True), 10)
+        finally:
+            await job.stop()

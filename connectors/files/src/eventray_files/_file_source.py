@@ -25,10 +25,11 @@ whose name hashes to it (one file is read by one instance).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +39,19 @@ from ._config import FileSourceConfig
 
 log = logging.getLogger("eventray")
 
+HEAD = 128  # bytes of a file's start that tell it from another under the same name
+RETIRED = 64  # fingerprints of replaced files kept, to recognise them under a new name
+Head = tuple[int, str]  # (bytes, sha1 of them)
+
+
+def _head(path: Path, length: int) -> Head | None:
+    try:
+        with path.open("rb") as file:
+            data = file.read(length)
+    except FileNotFoundError:
+        return None
+    return (len(data), hashlib.sha1(data, usedforsecurity=False).hexdigest())
+
 
 @dataclass
 class _Found:
@@ -45,6 +59,7 @@ class _Found:
 
     events: list[Event]
     offsets: dict[str, int]
+    heads: dict[str, Head] = field(default_factory=dict)
 
 
 class FileSource(BaseSource[FileSourceConfig]):
@@ -63,38 +78,46 @@ class FileSource(BaseSource[FileSourceConfig]):
         self.root = Path(self.config.path)
         self.share = share  # (index, count): this instance reads the files hashing to index
         self.offsets: dict[str, int] = {}  # file (relative name) -> bytes handed out
-        self._inodes: dict[str, tuple[int, int]] = {}  # file -> (device, inode) last seen
+        self.heads: dict[str, Head] = {}  # file -> fingerprint of its first bytes
+        self._seen: dict[str, tuple[int, int, int]] = {}  # file -> (device, inode, size)
+        self._retired: list[tuple[Head, int]] = []  # replaced files: (fingerprint, offset)
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self.dead_letters = 0
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FileSource:
         copy = type(self)(self.config, share=self.share)
-        copy.offsets = dict(self.offsets)
+        copy.restore(self.snapshot())
         return copy
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "share": self.share, "offsets": self.offsets}
+        return {"config": self.config, "share": self.share, "position": self.snapshot()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["config"], share=state["share"])  # type: ignore[misc]
-        self.offsets = dict(state["offsets"])
+        self.restore(state["position"])
 
     def split(self, index: int, count: int) -> FileSource:
         """The source of instance ``index`` of ``count``: the files whose name hashes to
         ``index`` (each file is read by one instance)."""
         return type(self)(self.config, share=(index, count))
 
-    def snapshot(self) -> dict[str, int]:
-        return dict(self.offsets)
+    def snapshot(self) -> dict[str, Any]:
+        """``{"offsets": {file: bytes handed out}, "heads": {file: [bytes, sha1]}}``."""
+        return {"offsets": dict(self.offsets),
+                "heads": {name: list(head) for name, head in self.heads.items()}}
 
     def restore(self, state: Any) -> None:
+        self._seen = {}  # every file's first bytes are checked again
         if state is None:
-            self.offsets = {}
+            self.offsets, self.heads = {}, {}
             return
-        if not isinstance(state, dict):
-            raise TypeError(f"a file-source position is a dict of offsets, not {state!r:.80}")
-        self.offsets = {str(name): int(offset) for name, offset in state.items()}
+        if not isinstance(state, dict) or not isinstance(state.get("offsets"), dict):
+            raise TypeError(f"a file-source position is a dict of offsets and heads, not "
+                            f"{state!r:.80}")
+        self.offsets = {str(name): int(offset) for name, offset in state["offsets"].items()}
+        self.heads = {str(name): (int(head[0]), str(head[1]))
+                      for name, head in state.get("heads", {}).items()}
 
     def stop_reading(self) -> None:
         """A drain: the read in progress returns what it has, later reads return None."""
@@ -106,14 +129,18 @@ class FileSource(BaseSource[FileSourceConfig]):
         if self._stopping:
             return None
         found = await asyncio.to_thread(self._scan, max_events)
-        self.offsets.update(found.offsets)  # with no events, only resets (a file replaced)
+        self._advance(found)  # with no events, only resets (a file replaced)
         if not found.events and self.config.follow and not self._stopping:
             await self._pause()
             found = await asyncio.to_thread(self._scan, max_events)
-            self.offsets.update(found.offsets)
+            self._advance(found)
         if found.events:
             return found.events
         return [] if self.config.follow and not self._stopping else None
+
+    def _advance(self, found: _Found) -> None:
+        self.offsets.update(found.offsets)
+        self.heads.update(found.heads)
 
     async def _pause(self) -> None:
         if self._wake is None:
@@ -154,21 +181,51 @@ class FileSource(BaseSource[FileSourceConfig]):
                 if name not in self.offsets:  # each file is read once, when first seen
                     budget -= self._read_whole(name, path, found)
                 continue
-            offset = self.offsets.get(name, 0)
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
+            offset = self._offset(name, path, found)
+            if offset is None:
                 continue
-            size, inode = stat.st_size, (stat.st_dev, stat.st_ino)
-            replaced = self._inodes.setdefault(name, inode) != inode
-            if size < offset or (replaced and offset):
-                log.warning("%s: %s was %s; reading it again from the start", self.kind, path,
-                            "replaced" if replaced else f"truncated below offset {offset}")
-                offset = found.offsets[name] = 0
-            self._inodes[name] = inode
+            size = self._seen[name][2]
             if size > offset:
                 budget -= self._read_lines(name, path, offset, max_events, budget, found)
+            end = found.offsets.get(name, offset)
+            head = found.heads.get(name, self.heads.get(name))
+            if end and (head is None or head[0] < min(HEAD, end)):
+                new_head = _head(path, min(HEAD, end))
+                if new_head is not None:
+                    found.heads[name] = new_head
         return found
+
+    def _offset(self, name: str, path: Path, found: _Found) -> int | None:
+        """Where to read ``name`` from: its offset, unless the file under that name is
+        another now (then 0, or where a replaced file with the same first bytes was); None
+        if it is gone."""
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        seen = (stat.st_dev, stat.st_ino, stat.st_size)
+        changed = self._seen.get(name) != seen
+        self._seen[name] = seen
+        offset = self.offsets.get(name, 0)
+        if not changed:
+            return offset
+        head = self.heads.get(name)
+        if offset and (stat.st_size < offset or head is None or _head(path, head[0]) != head):
+            log.warning("%s: %s is another file now (replaced, rotated or rewritten); reading "
+                        "it from the start", self.kind, path)
+            if head is not None:
+                self._retired = [*self._retired[-(RETIRED - 1):], (head, offset)]
+            offset = found.offsets[name] = 0
+            found.heads.pop(name, None)
+            self.heads.pop(name, None)
+        if offset == 0:
+            for index, (old_head, old_offset) in enumerate(self._retired):
+                if stat.st_size >= old_offset and _head(path, old_head[0]) == old_head:
+                    del self._retired[index]  # the replaced file, under a new name
+                    offset = found.offsets[name] = old_offset
+                    found.heads[name] = old_head
+                    break
+        return offset
 
     def _read_whole(self, name: str, path: Path, found: _Found) -> int:
         """One file as one event (or a dead letter if it is too large); the bytes read."""

@@ -78,6 +78,18 @@ def _reason(body: str) -> str:
     return reason if len(reason) <= 500 else reason[:497] + "..."
 
 
+
+_SUBMISSION_ID = re.compile(r"[A-Za-z0-9_@+:-][A-Za-z0-9_@+:.-]*")
+
+
+def checked_id(submission_id: object) -> str:
+    """``submission_id`` if it is safe in a URL path as it is (letters, digits and
+    ``_ @ + : - .``, not starting with a dot); else a ``ConfigError``."""
+    if not isinstance(submission_id, str) or not _SUBMISSION_ID.fullmatch(submission_id):
+        raise er.ConfigError(f"must be letters, digits and _ @ + : - . (not first), got "
+                             f"{submission_id!r}", field="submission_id")
+    return submission_id
+
 class JobClient:
     """An async client of a Ray cluster's job server.
 
@@ -206,11 +218,9 @@ class JobClient:
         return answer
 
     def job(self, submission_id: str, *, upload_logs_to: str | None = None) -> Job:
-        """A handle on job ``submission_id`` (not checked until used)."""
-        if not isinstance(submission_id, str) or not submission_id:
-            raise er.ConfigError(f"must be a non-empty string, got {submission_id!r}",
-                                 field="submission_id")
-        return Job(self, submission_id, check_target(upload_logs_to) if upload_logs_to else None)
+        """A handle on job ``submission_id`` (not looked up until used)."""
+        target = check_target(upload_logs_to) if upload_logs_to else None
+        return Job(self, checked_id(submission_id), target)
 
     async def get(self, submission_id: str) -> Job:
         """The job ``submission_id`` (``JobNotFound`` if none); it uploads its log on its end if
@@ -220,7 +230,7 @@ class JobClient:
 
     async def info(self, submission_id: str) -> JobInfo:
         """``JobInfo`` of job ``submission_id``."""
-        path = f"/api/jobs/{submission_id}"
+        path = f"/api/jobs/{checked_id(submission_id)}"
         infos = self._infos(await self.request("GET", path, submission_id=submission_id),
                             path, submission_id)
         if not infos:
@@ -234,7 +244,7 @@ class JobClient:
 
     async def delete(self, submission_id: str) -> bool:
         """Delete an ended job's record and logs; the job server refuses a running job."""
-        path = f"/api/jobs/{submission_id}"
+        path = f"/api/jobs/{checked_id(submission_id)}"
         answer = await self.request("DELETE", path, submission_id=submission_id)
         if not isinstance(answer, dict):
             raise self._unexpected("DELETE", path, str(answer), submission_id)
@@ -264,10 +274,8 @@ class JobClient:
             raise er.ConfigError(f"must be a non-empty command, got {entrypoint!r}",
                                  field="entrypoint")
         command = with_params(entrypoint, params)
-        if submission_id is not None and (not isinstance(submission_id, str) or not submission_id
-                                          or any(c.isspace() or c == "/" for c in submission_id)):
-            raise er.ConfigError(f"must be a non-empty string without spaces or '/', got "
-                                 f"{submission_id!r}", field="submission_id")
+        if submission_id is not None:
+            checked_id(submission_id)
         for name, amount in (("entrypoint_num_cpus", entrypoint_num_cpus),
                              ("entrypoint_num_gpus", entrypoint_num_gpus),
                              ("entrypoint_memory", entrypoint_memory),

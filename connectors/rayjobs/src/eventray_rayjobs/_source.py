@@ -15,6 +15,7 @@ from ._client import Job, JobClient, resolve_address
 from ._info import JobInfo
 
 _END = object()
+_WAKE = object()  # stop_reading wakes a waiting read
 
 
 class RayJobSourceConfig(ConnectorConfig):
@@ -60,6 +61,7 @@ class RayJobSource(BaseSource[RayJobSourceConfig]):
         self._lines = 0  # log lines delivered by read()
         self._status: str | None = None  # last status delivered by read()
         self._ended = False
+        self._stopping = False
         self._failure: BaseException | None = None
 
     async def start(self) -> None:
@@ -119,18 +121,33 @@ class RayJobSource(BaseSource[RayJobSourceConfig]):
             if index > skip:
                 await self._queue.put(self._event({"type": "log", "line": line}))
 
+    def stop_reading(self) -> None:
+        """A drain: a read waiting for the job returns what is queued; later reads return
+        what is left, then None (a resumed job goes on from the lines delivered)."""
+        self._stopping = True
+        if self._queue is not None:
+            try:
+                self._queue.put_nowait(_WAKE)
+            except asyncio.QueueFull:
+                pass  # a full queue does not make a read wait
+
     async def read(self, max_events: int) -> Sequence[Event] | None:
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise ConnectorError(f"following job {self.config.submission_id!r} failed: "
                                  f"{failure}", kind=self.kind) from failure
-        if self._ended:
+        if self._ended or (self._stopping and (self._queue is None or self._queue.empty())):
             return None
         await self.start()
         assert self._queue is not None
         batch: list[Event] = []
         item = await self._queue.get()
         while True:
+            if item is _WAKE:
+                if self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+                continue
             if item is _END or isinstance(item, BaseException):
                 self._ended = True
                 if isinstance(item, BaseException):
@@ -147,6 +164,8 @@ class RayJobSource(BaseSource[RayJobSourceConfig]):
             item = self._queue.get_nowait()
         if not batch and self._failure is not None:
             return await self.read(max_events)
+        if not batch and self._stopping:
+            return None
         return batch if batch or not self._ended else None
 
     def snapshot(self) -> dict[str, Any]:
