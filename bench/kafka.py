@@ -8,6 +8,10 @@ Both are timed the same way, by an observer in another process reading the outpu
 consumer group's join (about 3 s on Tansu with a 6 s session timeout) is not counted; it is
 reported as ``startup_s`` (from starting the implementation to the first output). ``events``
 counts the input records; ``ok`` means the output holds exactly the expected records, once.
+
+With ``--transport kafka`` the eventray side runs on ``er.connect("kafka://...",
+value_format="json")``: ``w2-in`` and the output are the bus's own topics, read by a named
+``from_topic`` stream (its consumer group) and written by publishing to the output topic.
 """
 
 from __future__ import annotations
@@ -141,6 +145,8 @@ async def _measure(broker: KafkaBroker, impl: str, n: int, options: Options) -> 
 async def _eventray(broker: KafkaBroker, n: int, out: str, options: Options,
                     observer: _Observer) -> dict[str, Any]:
     servers = broker.bootstrap_servers
+    if options.transport == "kafka":
+        return await _on_kafka_topics(broker, out, options, observer)
     async with er.connect(options.transport) as bus:
         job = await (
             bus.from_source({"kind": "kafka-source", "brokers": servers, "topic": "w2-in",
@@ -151,6 +157,24 @@ async def _eventray(broker: KafkaBroker, n: int, out: str, options: Options,
             .filter(keep)
             .sink({"kind": "kafka-sink", "brokers": servers, "topic": out, "key": "user"})
             .run("w2", parallelism=options.parallelism)
+        )
+        try:
+            return await observer.result()
+        finally:
+            await job.stop(drain=True)
+
+
+async def _on_kafka_topics(broker: KafkaBroker, out: str, options: Options,
+                           observer: _Observer) -> dict[str, Any]:
+    async with er.connect(f"kafka://{broker.bootstrap_servers}", value_format="json",
+                          **GROUP) as bus:
+        job = await (
+            bus.from_topic("w2-in")
+            .set_parallelism(options.parallelism)
+            .map(transform)
+            .filter(keep)
+            .sink(bus.topic(out))
+            .run(f"w2-{uuid.uuid4().hex[:6]}", parallelism=options.parallelism)
         )
         try:
             return await observer.result()
