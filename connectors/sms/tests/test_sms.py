@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 import eventray as er
 from eventray.testing import Recorder
@@ -225,3 +227,75 @@ async def test_oversized_and_deeply_nested_bodies_are_refused(bus: er.Bus) -> No
             assert response.status == 400
     assert (source.refused, roomy.refused) == ({413: 1}, {400: 1})
     assert received.values == []
+
+
+async def test_callbacks_past_max_concurrent_are_503_before_their_body_is_read(
+    gateway: SmsGatewaySimulator,
+) -> None:
+    """Callbacks waiting for the stream hold their bodies: only so many at once."""
+    source = SmsSource(max_pending=1, max_concurrent_callbacks=2, max_body=2000)
+    await source.start()
+    try:
+        waiting = [asyncio.create_task(gateway.send_inbound(source.url, from_=PHONE, to=OURS,
+                                                            text=text)) for text in "ab"]
+        for _ in range(1000):
+            if source.handling == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert source.handling == 2
+        over_max_body = [message_received(from_=PHONE, to=OURS, text="c" * 3000)]
+        assert await gateway.callback(source.url, over_max_body) == 503, "413 if it was read"
+        assert source.refused == {503: 1}
+        texts = []
+        while len(texts) < 2:
+            texts += [event.value["text"] for event in await source.read(10) or []]
+        assert sorted(texts) == ["a", "b"]
+        assert await asyncio.gather(*waiting) == [200, 200]
+        later = asyncio.create_task(gateway.send_inbound(source.url, from_=PHONE, to=OURS,
+                                                         text="d"))
+        [event] = await source.read(10) or []
+        assert (event.value["text"], await later) == ("d", 200)
+        assert source.handling == 0
+    finally:
+        await source.stop()
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_401(bus: er.Bus) -> None:
+    source, received = await start(bus, auth={"bearer": "tok"})
+    body = json.dumps([message_received(from_=PHONE, to=OURS, text="x")]).encode()
+    host, port = source.config.host, source.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (source.config.path.encode(), len(body), body))
+        status = await asyncio.wait_for(reader.readline(), 30)
+    finally:
+        writer.close()
+    assert status.split()[1] == b"401"
+    assert source.refused == {401: 1}
+    async with aiohttp.ClientSession() as session, session.post(
+            source.url, data=body, headers={"Authorization": "Bearer tok"}) as response:
+        assert response.status == 200
+    assert [e["text"] for e in await received.wait_for(1)] == ["x"]
+
+
+async def test_a_deeply_nested_gateway_error_is_a_dead_letter() -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=400, text="[" * 50_000 + "]" * 50_000,
+                            content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/users/1/messages", refuse)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        sink = SmsSink(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}", account_id="1",
+                       application_id="a", username="u", password="p", from_number=OURS)
+        [letter] = await deliver(sink, [{"to": PHONE, "text": "hi"}])
+    finally:
+        await runner.cleanup()
+    assert letter.error == "HTTP 400: " + "[" * 200
+    assert letter.value == {"to": PHONE, "text": "hi"}

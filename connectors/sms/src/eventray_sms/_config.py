@@ -58,6 +58,7 @@ class SmsSourceConfig(ConnectorConfig):
     delivery_reports: bool = False
     max_body: PositiveInt = 1024 * 1024
     max_pending: PositiveInt = 1000
+    max_concurrent_callbacks: PositiveInt = 64
     handover_timeout: Positive = 30.0
 
     @field_validator("path")

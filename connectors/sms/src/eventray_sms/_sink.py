@@ -55,7 +55,7 @@ def _gateway_error(status: int, body: str) -> str:
     """``HTTP <status>: <description>`` from a Bandwidth-style error body (or its text)."""
     try:
         description = json.loads(body).get("description")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, too deep
         description = None
     detail = description if isinstance(description, str) else body[:200]
     return f"HTTP {status}: {detail}".rstrip(": ")

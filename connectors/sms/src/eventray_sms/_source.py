@@ -4,8 +4,11 @@ A callback is answered 2xx only once its events were handed to the stream (taken
 ``read``), so an accepted message is never lost and the gateway, which retries callbacks
 that fail, sends again what was refused: 400 for a body that is not a list of callbacks,
 401 for bad credentials (compared in constant time), 413 over ``max_body``, 503 while
-draining (callbacks already queued when a drain starts are still handed over) or when the
-stream did not take the events within ``handover_timeout``. Delivery
+draining (callbacks already queued when a drain starts are still handed over), when the
+stream did not take the events within ``handover_timeout``, or (before its body is read) when
+``max_concurrent_callbacks`` callbacks are being handled already, so memory stays bounded
+(at most that many bodies of at most ``max_body`` bytes) however many the gateway sends at
+once. Delivery
 reports of outbound messages are answered 200 and skipped (counted in ``skipped``), unless
 ``delivery_reports=True`` makes them events too.
 """
@@ -52,6 +55,7 @@ class SmsSource(BaseSource[SmsSourceConfig]):
         self._pending: HandoverQueue[Event] = HandoverQueue(self.config.max_pending)
         self._runner: web.AppRunner | None = None
         self._draining = False
+        self._handling = 0  # callbacks being handled (body read, parsed or handed over)
         self._up: asyncio.Event | None = None  # made on first use: the source may be pickled
         auth = self.config.auth
         if isinstance(auth, BasicAuth):
@@ -100,12 +104,27 @@ class SmsSource(BaseSource[SmsSourceConfig]):
         self.refused[status] = self.refused.get(status, 0) + 1
         return _error(status, message, **headers)
 
+    @property
+    def handling(self) -> int:
+        """Callbacks being handled (their bodies read, parsed or waiting for the stream)."""
+        return self._handling
+
     async def _receive(self, request: web.Request) -> web.Response:
         if self._draining:
             return self._refuse(503, "draining", **{"Retry-After": "1"})
         if not self._authorised(request):
             scheme = "Basic" if isinstance(self.config.auth, BasicAuth) else "Bearer"
             return self._refuse(401, "bad credentials", **{"WWW-Authenticate": scheme})
+        if self._handling >= self.config.max_concurrent_callbacks:
+            return self._refuse(503, "too many callbacks at once", **{"Retry-After": "1"})
+        self._handling += 1
+        try:
+            return await self._handle(request)
+        finally:
+            self._handling -= 1
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        """Read, parse and hand over one authorised callback: the reply."""
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -131,7 +150,10 @@ class SmsSource(BaseSource[SmsSourceConfig]):
         if self._expected is None:
             return True
         given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), self._expected.encode())
+        # aiohttp keeps bytes that are not UTF-8 as surrogates: encoded so that none fails
+        # and none can match
+        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                   self._expected.encode())
 
     async def read(self, max_events: int) -> Sequence[Event] | None:
         return await self._pending.take(max_events)

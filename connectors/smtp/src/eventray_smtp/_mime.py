@@ -4,6 +4,11 @@ The message is parsed with the standard library's ``email`` package (``policy.de
 decodes encoded words and transfer encodings). The text is the first ``text/plain`` body part,
 else the first ``text/html`` part turned into text; parts with an unknown charset are decoded
 leniently rather than refused, so an odd message is still delivered.
+
+HTML up to ``HTML_PARSER_LIMIT`` characters goes through the standard library's
+``HTMLParser``; a longer document is converted by a plainer scan that takes time linear in its
+length (``HTMLParser`` takes quadratic time on unclosed tags, so a message of a few hundred KB
+could keep a CPU busy for minutes).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import email
 import email.header
 import email.policy
+import html
 import re
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
@@ -52,14 +58,54 @@ class _TextExtractor(HTMLParser):
             self.parts.append(data)
 
 
-def html_to_text(html: str) -> str:
-    """The readable text of an HTML body: tags dropped, entities decoded, blocks on their
-    own lines, runs of blank space collapsed."""
+HTML_PARSER_LIMIT = 16 * 1024  # longer HTML is converted by _scanned_parts (linear time)
+
+# a comment's start, or a tag, end tag, declaration or processing instruction up to its ">"
+# or to the next "<" (never further: each match ends before the next "<", so a scan is linear)
+_MARKUP = re.compile(r"<!--|<(?:(/?)([a-zA-Z][^\s/<>]*)|[!?])[^<>]*>?")
+
+
+def _parsed_parts(markup: str) -> list[str]:
     extractor = _TextExtractor()
-    extractor.feed(html)
+    extractor.feed(markup)
     extractor.close()
-    lines = (re.sub(r"[ \t\r\f\v]+", " ", line).strip()
-             for line in "".join(extractor.parts).split("\n"))
+    return extractor.parts
+
+
+def _scanned_parts(markup: str) -> list[str]:
+    """What ``_TextExtractor`` collects, found by one scan of ``_MARKUP`` (time linear in
+    the length): for HTML too long for ``HTMLParser``."""
+    parts: list[str] = []
+    position = 0
+    while (found := _MARKUP.search(markup, position)) is not None:
+        parts.append(html.unescape(markup[position:found.start()]))
+        position = found.end()
+        if found.group() == "<!--":  # a comment: skip to its end (the rest if it has none)
+            comment_end = markup.find("-->", position)
+            position = len(markup) if comment_end < 0 else comment_end + 3
+            continue
+        closing, tag = found.group(1), (found.group(2) or "").lower()
+        if not tag:
+            continue  # a declaration or processing instruction
+        if not closing and tag in _HIDDEN:  # skip to its end tag (the rest if there is none)
+            end = re.compile(rf"</{re.escape(tag)}\s*>", re.IGNORECASE).search(markup, position)
+            position = len(markup) if end is None else end.end()
+            continue
+        if tag in _BLOCKS or (not closing and tag in _LINES):
+            parts.append("\n")
+        if tag == "li" and not closing:
+            parts.append("- ")
+    parts.append(html.unescape(markup[position:]))
+    return parts
+
+
+def html_to_text(markup: str) -> str:
+    """The readable text of an HTML body: tags dropped, entities decoded, blocks on their
+    own lines, runs of blank space collapsed (in time linear in its length past
+    ``HTML_PARSER_LIMIT`` characters)."""
+    convert = _parsed_parts if len(markup) <= HTML_PARSER_LIMIT else _scanned_parts
+    parts = convert(markup)
+    lines = (re.sub(r"[ \t\r\f\v]+", " ", line).strip() for line in "".join(parts).split("\n"))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 

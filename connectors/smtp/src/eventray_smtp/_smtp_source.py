@@ -51,16 +51,13 @@ class _Refusal(asyncio.Protocol):
 
 
 class _Session(SMTP):
-    """aiosmtpd's SMTP session, with the source told which sessions are open and which
-    messages are being transmitted (a drain waits for those)."""
+    """aiosmtpd's SMTP session, with the source told which sessions are open (counted from
+    when the server made the session until its connection is lost) and which messages are
+    being transmitted (a drain waits for those)."""
 
     def __init__(self, source: SmtpSource, **options: Any) -> None:
         super().__init__(_Handler(source), **options)
         self.source = source
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.source._sessions.add(self)
-        super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.source._sessions.discard(self)
@@ -119,8 +116,10 @@ class _Handler:
     async def handle_DATA(self, server: _Session, session: Session,
                           envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        events = self.source._events(str(envelope.mail_from), list(envelope.rcpt_tos), raw,
-                                     session.peer)
+        # parsing a large or hostile message takes a while: off the event loop, so the
+        # server keeps answering other clients meanwhile
+        events = await asyncio.to_thread(self.source._events, str(envelope.mail_from),
+                                         list(envelope.rcpt_tos), raw, session.peer)
         return await self.source._hand_over(events)
 
 
@@ -213,7 +212,11 @@ class SmtpSource(BaseSource[SmtpSourceConfig]):
                 return _Refusal(SHUTTING_DOWN)
             if len(self._sessions) >= config.max_connections:
                 return _Refusal("421 4.7.0 Too many connections, try again later")
-            return _Session(self, **options)
+            # counted at once (not in connection_made, which comes later): connections
+            # accepted together cannot all pass the check above
+            accepted = _Session(self, **options)
+            self._sessions.add(accepted)
+            return accepted
 
         self._server = await loop.create_server(session, config.host, config.port)
         self.port = self._server.sockets[0].getsockname()[1]
