@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 import eventray as er
 from eventray.testing import Recorder
@@ -88,3 +89,33 @@ async def test_in_a_stream_rejected_events_go_to_the_dead_letter_topic() -> None
         [letter] = await letters.wait_for(1)
         assert letter.value == {"data": "no device"} and "device_id" in letter.error
         assert [m.data for m in hive.sent] == [b"up"]
+
+
+async def test_a_2xx_answer_that_is_not_json_is_sent_once() -> None:
+    posts: list[Any] = []
+
+    async def login(request: web.Request) -> web.Response:
+        response = web.Response(text="ok")
+        response.set_cookie("JSESSIONID", "s")
+        return response
+
+    async def send(request: web.Request) -> web.Response:
+        posts.append(await request.json())
+        return web.Response(text="<html>accepted</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/login", login)
+    app.router.add_post("/api/v1/messages", send)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        sink = SatelliteSink(base_url=f"http://127.0.0.1:{runner.addresses[0][1]}",
+                             username="u", password="p", application_id=1,
+                             backoff_initial=0.01, backoff_max=0.01)
+        await sink.write([er.Event({"device_id": 7, "data": b"launch"})])
+        await sink.stop()
+        assert [p["data"] for p in posts] == ["bGF1bmNo"], "accepted once, never re-sent"
+        assert sink.retries == 0 and sink.sent == []
+    finally:
+        await runner.cleanup()

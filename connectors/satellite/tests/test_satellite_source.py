@@ -7,6 +7,7 @@ import asyncio
 import base64
 from datetime import datetime
 
+import pytest
 from aiohttp import web
 from satellite_helpers import ids, read_values, source_for, until
 
@@ -161,6 +162,50 @@ async def test_data_that_is_not_base64_is_a_dead_letter_and_acked_once_safe() ->
         await source.stop()
 
 
+async def test_malformed_packets_are_dead_letters_and_the_rest_of_the_page_is_delivered(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with HiveSimulator() as hive:
+        first = hive.inject(5, b"before")
+        nan = hive.inject_malformed(5, hiveRxTime=float("nan"))
+        huge = hive.inject_malformed(5, hiveRxTime=float("inf"))  # what 1e400 parses to
+        not_a_time = hive.inject_malformed(5, hiveRxTime="yesterday")
+        device = hive.inject_malformed(5, deviceId=[5])
+        hive.inject_malformed(5, packetId="8")  # no usable id: it cannot be acknowledged
+        last = hive.inject(5, b"after")
+        source = source_for(hive, page_size=3)
+        batch = await source.read(100)
+        assert batch is not None and source.failures == 0
+        assert [e.position for e in batch] == [first, nan, huge, not_a_time, device, last]
+        assert batch[0].value["data"] == b"before" and batch[-1].value["data"] == b"after"
+        letters = [e.value for e in batch[1:-1]]
+        assert all(isinstance(letter, er.DeadLetter) for letter in letters)
+        assert [letter.error for letter in letters] == [
+            f"packet {nan}: hiveRxTime nan is not a time",
+            f"packet {huge}: hiveRxTime inf is not a time",
+            f"packet {not_a_time}: hiveRxTime 'yesterday' is not a time",
+            f"packet {device}: deviceId [5] is not an integer"]
+        assert source.dead_letters == 4 and source.malformed >= 1
+        assert await source.read(100) == [], "polled again: nothing new"
+        skipped = [r for r in caplog.records if "without an integer packetId" in r.message]
+        assert len(skipped) == 1 and "'packetId': '8'" in skipped[0].message, "logged once"
+        await source.commit(source.snapshot())
+        assert hive.acked == [first, nan, huge, not_a_time, device, last]
+        await source.stop()
+
+
+async def test_a_gateway_ignoring_start_packet_id_is_not_paged_forever() -> None:
+    async with HiveSimulator(ignore_start=True) as hive:
+        packets = [hive.inject(6, f"p{n}".encode()) for n in range(5)]
+        source = source_for(hive, page_size=2)
+        assert ids(await asyncio.wait_for(source.read(100), 20) or []) == packets[:2]
+        assert hive.handed_out[packets[0]] == 2, "the second page was the first again: stop"
+        assert await source.read(100) == []
+        assert hive.handed_out[packets[0]] == 4 and source.failures == 0
+        await source.commit(source.snapshot())
+        assert ids(await read_values(source, 2)) == packets[2:4], "acked: the next come"
+        await source.stop()
+
+
 async def test_unacked_packets_are_bounded_and_polling_resumes_after_commit() -> None:
     async with HiveSimulator() as hive:
         packets = [hive.inject(10, base64.b16encode(bytes([n]))) for n in range(5)]
@@ -203,7 +248,8 @@ async def test_a_gateway_answering_garbage_is_retried_never_fatal() -> None:
         values = await read_values(source, 1)
         assert values == [{"packet_id": 7, "device_id": 1, "data": b"ok",
                            "received_at": "2024-05-01T10:00:00Z"}]
-        assert source.failures == 3
+        assert source.failures == 2, "HTML and a dict fail the poll; a packet without a " \
+            "packetId is skipped"
         await source.stop()
     finally:
         await runner.cleanup()

@@ -4,13 +4,17 @@ requests that log in again once when the session expired (401)."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import aiohttp
 
 from eventray import ConnectorError
+from eventray.spi import describe
 
 from ._config import HiveLogin
+
+log = logging.getLogger("eventray")
 
 
 class HiveError(ConnectorError):
@@ -63,9 +67,11 @@ class HiveClient:
         self._logged_in = True
 
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                      body: Any = None) -> Any:
+                      body: Any = None, need_json: bool = True) -> Any:
         """The JSON answer to ``method path`` (logging in first, and again once on 401);
-        ``HiveError`` for any other status of 400 or more."""
+        ``HiveError`` for any other status of 400 or more. An answer that is not JSON is a
+        retriable ``ConnectorError``, or with ``need_json=False`` (the request was accepted:
+        what matters is the status) logged and None."""
         for attempt in (1, 2):
             if not self._logged_in:
                 await self.login()
@@ -79,7 +85,15 @@ class HiveClient:
                 if response.status >= 400:
                     raise HiveError(response.status, f"{method} {path}: {text[:200]}",
                                     kind=self.kind)
-            return _json(text, f"{method} {path}", self.kind)
+            try:
+                return _json(text, f"{method} {path}", self.kind)
+            except ConnectorError as exc:
+                if need_json:
+                    raise
+                log.warning("%s: %s answered %d with a body that is not JSON; the request "
+                            "was accepted: %s", self.kind, f"{method} {path}",
+                            response.status, describe(exc))
+                return None
         raise AssertionError("unreachable")  # pragma: no cover
 
 

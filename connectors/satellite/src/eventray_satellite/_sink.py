@@ -25,7 +25,8 @@ class SatelliteSink(BaseSink[SatelliteSinkConfig]):
     ``POST /api/v1/messages`` per event, in order, logged in (again on 401). 5xx, 429,
     timeouts and refused connections are retried ``retries`` times with backoff; a value that
     is not ``{"device_id": int, "data": bytes | str}``, data over ``max_data`` bytes, another
-    4xx, or retries run out make that event a dead letter; the rest of the batch is sent."""
+    4xx, or retries run out make that event a dead letter; the rest of the batch is sent.
+    Any 2xx answer means sent (a body that is not JSON is logged), so it is never repeated."""
 
     kind = "satellite-sink"
     config_type = SatelliteSinkConfig
@@ -70,8 +71,10 @@ class SatelliteSink(BaseSink[SatelliteSinkConfig]):
         error = "not sent"
         for attempt in range(config.retries + 1):
             try:
-                answer = await self._client.request("POST", "/api/v1/messages", body=payload)
-            except ConnectorError as exc:  # an HTTP error, or an answer that is not JSON
+                # a 2xx is sent, whatever its body: sending again would repeat the message
+                answer = await self._client.request("POST", "/api/v1/messages", body=payload,
+                                                    need_json=False)
+            except ConnectorError as exc:  # an HTTP error
                 if not exc.retriable:
                     return describe(exc)  # the request itself is wrong: retrying won't help
                 error = describe(exc)

@@ -3,10 +3,15 @@
 Polling. Every ``period`` ms (the core's ``PollingSource`` loop: a failing gateway backs off
 with jitter and is retried, never ending the stage) it asks for packets not yet acknowledged
 (``GET /api/v1/messages?count=&status=0``), page after page (``startPacketId`` past the last
-one) until a page has fewer than ``count`` packets. One event per packet: ``{"packet_id",
-"device_id", "data" (bytes), "received_at"}``, keyed by the device id, at the packet's Hive
-receive time. A packet whose data is not base64 is a dead letter (and acknowledged like any
-other once safe, so it does not come back forever).
+one) until a page has fewer than ``count`` packets, the start id does not advance (a gateway
+ignoring ``startPacketId``) or enough pages were read to pass every packet waiting for its
+acknowledgement and fill the poll. One event per packet: ``{"packet_id", "device_id", "data"
+(bytes), "received_at"}``, keyed by the device id, at the packet's Hive receive time. A packet
+with an integer ``packetId`` but a malformed field (data not base64, a device id that is not
+an integer, a receive time that is not a time) is a dead letter naming what was wrong, and
+acknowledged like any other once safe, so it does not come back forever; a packet without an
+integer ``packetId`` cannot be acknowledged, so it is logged (once) and skipped. The rest of
+the page is delivered either way.
 
 Acknowledging. The gateway hands a packet out again until it is acknowledged (``POST
 /api/v1/messages/rxack/{packetId}``), so acknowledging is what must wait: ``snapshot`` (taken
@@ -42,16 +47,25 @@ from ._hive import HiveClient, HiveError
 log = logging.getLogger("eventray")
 
 
-def _received_ms(value: Any) -> int | None:
-    """Milliseconds since the epoch of a Hive time (ISO 8601, or a number of ms)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-        except ValueError:
-            return None
-    return None
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time a datetime holds
+
+
+def _received_ms(value: Any) -> int:
+    """Milliseconds since the epoch of a Hive time (ISO 8601, or a number of ms);
+    ``ValueError`` naming the value if it is neither (NaN, infinite, out of range)."""
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            ms = int(value)
+        elif isinstance(value, str):
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            ms = int(when.timestamp() * 1000)
+        else:
+            raise TypeError
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise ValueError(f"hiveRxTime {value!r:.60} is not a time") from None
+    if not -_MAX_MS <= ms <= _MAX_MS:
+        raise ValueError(f"hiveRxTime {value!r:.60} is out of range")
+    return ms
 
 
 class SatelliteSource(PollingSource[SatelliteSourceConfig]):
@@ -79,7 +93,10 @@ class SatelliteSource(PollingSource[SatelliteSourceConfig]):
         self.received = 0  # packets handed to the stream
         self.duplicates = 0  # packets the gateway gave again, dropped
         self.acks = 0  # packets acknowledged
-        self.dead_letters = 0
+        self.dead_letters = 0  # malformed packets with a packet id, handed as dead letters
+        self.malformed = 0  # packets without an integer packet id, logged and skipped
+        self._skipped: OrderedDict[str, None] = OrderedDict()  # logged already
+        self._start_ignored = False
 
     @property
     def unacked(self) -> list[int]:
@@ -120,7 +137,10 @@ class SatelliteSource(PollingSource[SatelliteSourceConfig]):
         events: list[Event] = []
         ids: list[int] = []
         start: int | None = None
-        while len(events) < room:
+        # enough pages to pass every packet still handed out to us and fill the poll
+        waiting = len(self._handed) + len(self._buffered)
+        pages = -(-(room + waiting) // config.page_size) + 1
+        for _ in range(pages):
             params: dict[str, Any] = {"count": config.page_size, "status": 0}
             if config.device_id is not None:
                 params["deviceid"] = config.device_id
@@ -130,37 +150,78 @@ class SatelliteSource(PollingSource[SatelliteSourceConfig]):
             if not isinstance(page, list):
                 raise ConnectorError(f"GET /api/v1/messages answered {page!r:.120}, not a "
                                      "list of packets", kind=self.kind, retriable=True)
+            last = None
             for packet in page:
                 packet_id = packet.get("packetId") if isinstance(packet, dict) else None
                 if not isinstance(packet_id, int) or isinstance(packet_id, bool):
-                    raise ConnectorError(f"a packet without an integer packetId: "
-                                         f"{packet!r:.120}", kind=self.kind, retriable=True)
+                    self._skip(packet)
+                    continue
+                last = packet_id if last is None else max(last, packet_id)
                 if self._known(packet_id) or packet_id in ids:
                     self.duplicates += 1
                     continue
                 ids.append(packet_id)
                 events.append(self._event(packet_id, packet))
-            if len(page) < config.page_size:
+            if len(page) < config.page_size or len(events) >= room:
                 break
-            start = max(p["packetId"] for p in page) + 1
+            if last is None or (start is not None and last < start):
+                self._warn_start_ignored()  # the next page would be this one again
+                break
+            start = last + 1
         self._buffered.update(ids)  # no await after this: the poll cannot be cut here
         return events
 
+    def _skip(self, packet: Any) -> None:
+        """A packet without an integer ``packetId`` cannot be acknowledged: it is logged
+        (once, if it comes again) and skipped."""
+        self.malformed += 1
+        text = f"{packet!r:.200}"
+        if text in self._skipped:
+            return
+        self._skipped[text] = None
+        while len(self._skipped) > 1000:
+            self._skipped.popitem(last=False)
+        log.error("%s: skipped a packet without an integer packetId (it cannot be "
+                  "acknowledged, so the gateway may hand it out again): %s", self.kind, text)
+
+    def _warn_start_ignored(self) -> None:
+        if not self._start_ignored:
+            log.warning("%s: the gateway ignored startPacketId (a page brought no packet "
+                        "past the last one); this poll stops paging", self.kind)
+        self._start_ignored = True
+
     def _event(self, packet_id: int, packet: dict[str, Any]) -> Event:
+        """The packet as an event, or as a dead letter naming what is malformed in it."""
         device_id = packet.get("deviceId")
-        received = _received_ms(packet.get("hiveRxTime"))
+        if not isinstance(device_id, int) or isinstance(device_id, bool):
+            return self._dead_letter(packet_id, packet,
+                                     f"deviceId {device_id!r:.60} is not an integer")
+        received: int | None = None
+        if packet.get("hiveRxTime") is not None:
+            try:
+                received = _received_ms(packet["hiveRxTime"])
+            except ValueError as exc:
+                return self._dead_letter(packet_id, packet, str(exc), device_id)
         try:
             data = base64.b64decode(packet.get("data") or "", validate=True)
         except (binascii.Error, TypeError, ValueError) as exc:
-            self.dead_letters += 1
-            letter = DeadLetter(packet, f"packet {packet_id}: data is not base64 "
-                                f"({describe(exc)})", self.kind, device_id, received)
-            return Event(letter, device_id, position=packet_id)
+            return self._dead_letter(packet_id, packet,
+                                     f"data is not base64 ({describe(exc)})", device_id,
+                                     received)
         value = {"packet_id": packet_id, "device_id": device_id, "data": data,
                  "received_at": packet.get("hiveRxTime")}
         if received is None:
             return Event(value, device_id, position=packet_id)
         return Event(value, device_id, received, position=packet_id)
+
+    def _dead_letter(self, packet_id: int, packet: dict[str, Any], why: str,
+                     device_id: int | None = None, received: int | None = None) -> Event:
+        """A dead letter for a malformed packet; its id is acknowledged once safe, like any
+        packet's, so the gateway stops handing it out."""
+        self.dead_letters += 1
+        letter = DeadLetter(packet, f"packet {packet_id}: {why}", self.kind, device_id,
+                            received)
+        return Event(letter, device_id, position=packet_id)
 
     async def read(self, max_events: int) -> Sequence[Event] | None:
         events = await super().read(max_events)
@@ -207,7 +268,8 @@ class SatelliteSource(PollingSource[SatelliteSourceConfig]):
         failed: list[tuple[int, str]] = []
         for packet_id in ids:
             try:
-                await client.request("POST", f"/api/v1/messages/rxack/{packet_id}")
+                await client.request("POST", f"/api/v1/messages/rxack/{packet_id}",
+                                     need_json=False)
             except HiveError as exc:
                 if exc.status != 404:
                     failed.append((packet_id, describe(exc)))

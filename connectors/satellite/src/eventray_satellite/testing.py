@@ -15,8 +15,10 @@ oldest first), ``POST /api/v1/messages/rxack/{packetId}`` and ``POST /api/v1/mes
         await hive.wait_for_acked([packet_id])
 
 ``expire_sessions()`` logs every client out (the next call gets 401), ``fail_next(n)`` answers
-the next ``n`` calls with 503; ``sent`` records messages to devices, ``acked`` the
-acknowledged packet ids and ``handed_out`` how often each packet was returned.
+the next ``n`` calls with 503, ``inject_malformed`` adds a packet with fields of any JSON (a
+misbehaving gateway), and ``ignore_start=True`` makes the gateway ignore ``startPacketId``;
+``sent`` records messages to devices, ``acked`` the acknowledged packet ids and
+``handed_out`` how often each packet was returned.
 """
 
 from __future__ import annotations
@@ -72,9 +74,11 @@ class SentMessage:
 class HiveSimulator:
     """A Swarm Hive API on 127.0.0.1; an async context manager (``start``/``stop``)."""
 
-    def __init__(self, *, username: str = "beaver", password: str = "hunter2") -> None:
+    def __init__(self, *, username: str = "beaver", password: str = "hunter2",
+                 ignore_start: bool = False) -> None:
         self.username = username
         self.password = password
+        self.ignore_start = ignore_start  # every page starts at the oldest packet
         self.port: int | None = None
         self.packets: dict[int, Packet] = {}
         self.acked: list[int] = []
@@ -85,7 +89,7 @@ class HiveSimulator:
         self._sessions: set[str] = set()
         self._ids = itertools.count(1000)
         self._failures: list[int] = []  # statuses for the next calls
-        self._raw: dict[int, str] = {}  # packets whose data field is given as it is
+        self._raw: dict[int, dict[str, Any]] = {}  # packets' fields given as they are
         self._runner: web.AppRunner | None = None
         self._changed: asyncio.Condition | None = None
 
@@ -111,8 +115,14 @@ class HiveSimulator:
 
     def inject_raw(self, device_id: int, data_base64: str) -> int:
         """A packet whose ``data`` field is exactly ``data_base64`` (even if not base64)."""
+        return self.inject_malformed(device_id, data=data_base64)
+
+    def inject_malformed(self, device_id: int = 1, **fields: Any) -> int:
+        """A packet whose JSON ``fields`` are exactly these, whatever they are (for example
+        ``packetId="7"``, ``deviceId=[1]`` or ``hiveRxTime=float("nan")``); returns the id
+        the simulator orders and acknowledges it by."""
         packet_id = self.inject(device_id, b"")
-        self._raw[packet_id] = data_base64
+        self._raw[packet_id] = fields
         return packet_id
 
     def expire_sessions(self) -> None:
@@ -196,12 +206,12 @@ class HiveSimulator:
         for packet_id in sorted(self.packets):
             packet = self.packets[packet_id]
             state = 1 if packet_id in acked else 0
-            if packet_id < first or (status is not None and state != status) \
+            if (packet_id < first and not self.ignore_start) \
+                    or (status is not None and state != status) \
                     or (device is not None and packet.device_id != device):
                 continue
             body = packet.json(state)
-            if packet_id in self._raw:
-                body["data"] = self._raw[packet_id]
+            body.update(self._raw.get(packet_id, {}))
             found.append(body)
             self.handed_out[packet_id] += 1
             if len(found) == count:
