@@ -367,3 +367,25 @@ def test_open_store_rejects_anything_else(garbage: object) -> None:
     assert caught.value.field == "checkpoint_store"
     assert "checkpoint_store" in str(caught.value)
     assert type(garbage).__qualname__ in str(caught.value)
+
+
+async def test_a_fresh_run_numbers_after_a_corrupt_newest_checkpoint(tmp_path: Path) -> None:
+    import eventray as er
+    from eventray.testing import Recorder
+
+    async def run_once() -> None:
+        async with er.connect("memory") as bus:
+            job = await (bus.from_values(1, 2, 3).map(lambda v: v + 1).sink(Recorder())
+                         .run("again", checkpoint_store=str(tmp_path)))
+            await job.wait()
+
+    await run_once()
+    await run_once()
+    newest = max((tmp_path / "again").iterdir())
+    part = next(p for p in newest.iterdir() if p.suffix == ".part")
+    part.write_bytes(part.read_bytes() + b"rot")  # the newest is corrupt now
+    store = DirectoryStore(tmp_path)
+    assert await store.highest_id("again") == int(newest.name)
+    await run_once()  # its checkpoint goes after the corrupt one, not onto it
+    latest = await store.latest("again")
+    assert latest is not None and latest.id == int(newest.name) + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +245,31 @@ async def test_a_rotated_file_in_a_followed_directory_is_not_read_twice(tmp_path
     path.write_text(lines("b", 3))
     got = await read_all(source)
     assert sorted(got) == sorted(["written just before the rotation", "b0", "b1", "b2"])
+
+
+async def test_a_replacement_with_the_same_header_is_read_from_its_start(tmp_path: Path) -> None:
+    header = "timestamp,customer,order,product,quantity,price,currency,country,method," * 2
+    path = tmp_path / "report.csv"
+    path.write_text(header + "\n" + lines("old", 10))
+    source = FileSource(path=str(path), follow=True, poll_interval=0.01)
+    assert len(await read_all(source)) == 11
+    fresh = tmp_path / "next.csv.tmp"
+    fresh.write_text(header + "\n" + lines("new", 20))
+    os.replace(fresh, path)  # a new inode, with the same first bytes
+    assert await read_all(source) == [header] + [f"new{i}" for i in range(20)]
+
+
+async def test_a_chain_of_rotations_reads_each_line_once(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    source = FileSource(path=str(tmp_path), follow=True, poll_interval=0.01)
+    seen: list[Any] = []
+    for turn in range(3):
+        with path.open("a") as file:
+            file.write(lines(f"t{turn}-", 5))
+        seen += await read_all(source)
+        for older in (2, 1):  # app.log.1 -> app.log.2, app.log -> app.log.1
+            src = tmp_path / (f"app.log.{older - 1}" if older > 1 else "app.log")
+            if src.exists():
+                src.rename(tmp_path / f"app.log.{older}")
+    seen += await read_all(source)
+    assert sorted(seen) == sorted(f"t{turn}-{i}" for turn in range(3) for i in range(5))

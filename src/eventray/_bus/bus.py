@@ -406,5 +406,9 @@ async def _checkpoint_settings(plan: JobPlan, request: CheckpointRequest) -> Che
     elif latest is not None:
         log.info("job %s starts fresh (resume=False); its checkpoints go on from %d",
                  plan.name, latest.id + 1)
-    first_id = latest.id + 1 if latest is not None else 1
+    # after every checkpoint the store holds of the job (also corrupt or partial ones, when
+    # the store can say: ``highest_id``), so no id is written twice
+    highest = getattr(store, "highest_id", None)
+    top = await highest(plan.name) if callable(highest) else 0
+    first_id = max(latest.id if latest is not None else 0, top) + 1
     return CheckpointSettings(request.interval, store, restored, first_id=first_id)

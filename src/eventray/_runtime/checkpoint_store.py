@@ -156,6 +156,12 @@ class MemoryStore:
         newest = done[max(done)]
         return dataclasses.replace(newest, parts=dict(newest.parts))
 
+    async def highest_id(self, job: str) -> int:
+        """The highest checkpoint id the store holds of ``job``, complete or not (0: none)."""
+        _check_job(job)
+        ids = [*self._complete.get(job, {}), *self._partial.get(job, {})]
+        return max(ids, default=0)
+
     async def prune(self, job: str, keep: int = KEEP) -> None:
         """Remove all but the newest ``keep`` complete checkpoints, and stale partial ones."""
         _check_job(job)
@@ -211,6 +217,21 @@ class DirectoryStore:
         _check_job(job)
         _check_keep(keep)
         await asyncio.to_thread(self._prune, self.root / job, keep)
+
+    async def highest_id(self, job: str) -> int:
+        """The highest checkpoint id the store holds of ``job``: complete, corrupt or partial
+        (0: none), so a new run numbers after every one."""
+        _check_job(job)
+        return await asyncio.to_thread(self._highest_id, self.root / job)
+
+    @staticmethod
+    def _highest_id(job_dir: Path) -> int:
+        try:
+            entries = os.listdir(job_dir)
+        except FileNotFoundError:
+            return 0
+        ids = [int(match.group(1)) for entry in entries if (match := _ENTRY.fullmatch(entry))]
+        return max(ids, default=0)
 
     # Blocking halves, run in a worker thread.
 

@@ -83,7 +83,7 @@ class CheckpointCoordinator(Checkpoints):
         self._trigger = trigger  # (id, final): ask the sources to take checkpoint id
         self._notify = notify  # (id): checkpoint id is durable
         restored = settings.restored
-        self._next_id = restored.id + 1 if restored is not None else settings.first_id
+        self._next_id = max(settings.first_id, restored.id + 1 if restored is not None else 1)
         self._current: int | None = None
         self._current_final = False
         self._parts: dict[str, bytes] = {}

@@ -309,7 +309,7 @@ class Topic(Generic[T]):
             return
         except RejectedEvents as exc:  # only these: the transport published the rest
             failures = [(batch[index], ConnectorError(error, kind=exc.kind))
-                        for index, error in exc.failures]
+                        for index, error in exc.failures if 0 <= index < len(batch)]
         except Exception as exc:
             failures = [(event, exc) for event in batch]
         if failures:

@@ -10,9 +10,19 @@ a time per source), at most ``chunk_size`` bytes and ``max_events`` events per `
 ``"text"`` mode a line without its newline is held back while following (it is still being
 written); without ``follow`` a last line with no newline is emitted at the end. A line that
 does not decode, or is longer than ``max_line_bytes``, is a dead letter naming the file and
-offset. A file that shrank below its offset (truncated or replaced) is read again from the
-start, with a warning, and so is a file replaced by another of the same name (a new inode,
-as log rotation makes) while the source runs.
+offset.
+
+Replaced files. While the source runs, a file whose inode changed under its name is another
+file, read from the start (with a warning); so is one that shrank below its offset, or whose
+bytes around its offset changed (rewritten in place). A file that appears under a new name
+with the inode of a file it had read (``app.log`` renamed ``app.log.1`` in a followed
+directory) goes on from that file's offset, so nothing is read twice and lines written just
+before the rename are read, whatever the names' order (with ``parallelism > 1``, only if both
+names fall to the same instance). With each offset the source keeps fingerprints of the
+file's first bytes and of the bytes just before the offset (in checkpoints too), so a
+resumed source reads a file replaced while the job was down from its start. Following a
+single file, lines written to it after the last read and before it was renamed away are not
+read.
 
 Following. With ``follow`` the source never ends: a ``read`` that finds nothing new waits
 ``poll_interval`` seconds (waking early for a drain), lists the directory again and returns
@@ -40,17 +50,22 @@ from ._config import FileSourceConfig
 log = logging.getLogger("eventray")
 
 HEAD = 128  # bytes of a file's start that tell it from another under the same name
-RETIRED = 64  # fingerprints of replaced files kept, to recognise them under a new name
-Head = tuple[int, str]  # (bytes, sha1 of them)
+TAIL = 64  # bytes before the offset that do the same
+Marks = tuple[str, str]  # sha1 of the first bytes (up to HEAD) and of those before the offset
+Seen = tuple[int, int, int]  # (device, inode, size)
 
 
-def _head(path: Path, length: int) -> Head | None:
+def _marks(path: Path, offset: int) -> Marks | None:
+    """The fingerprints of ``path`` at ``offset`` (None if it is gone)."""
     try:
         with path.open("rb") as file:
-            data = file.read(length)
+            head = file.read(min(HEAD, offset))
+            file.seek(max(0, offset - TAIL))
+            tail = file.read(offset - max(0, offset - TAIL))
     except FileNotFoundError:
         return None
-    return (len(data), hashlib.sha1(data, usedforsecurity=False).hexdigest())
+    return (hashlib.sha1(head, usedforsecurity=False).hexdigest(),
+            hashlib.sha1(tail, usedforsecurity=False).hexdigest())
 
 
 @dataclass
@@ -59,7 +74,8 @@ class _Found:
 
     events: list[Event]
     offsets: dict[str, int]
-    heads: dict[str, Head] = field(default_factory=dict)
+    marks: dict[str, Marks] = field(default_factory=dict)
+    seen: dict[str, Seen] = field(default_factory=dict)
 
 
 class FileSource(BaseSource[FileSourceConfig]):
@@ -78,9 +94,8 @@ class FileSource(BaseSource[FileSourceConfig]):
         self.root = Path(self.config.path)
         self.share = share  # (index, count): this instance reads the files hashing to index
         self.offsets: dict[str, int] = {}  # file (relative name) -> bytes handed out
-        self.heads: dict[str, Head] = {}  # file -> fingerprint of its first bytes
-        self._seen: dict[str, tuple[int, int, int]] = {}  # file -> (device, inode, size)
-        self._retired: list[tuple[Head, int]] = []  # replaced files: (fingerprint, offset)
+        self.marks: dict[str, Marks] = {}  # file -> fingerprints at its offset
+        self._seen: dict[str, Seen] = {}  # file -> (device, inode, size) at the last scan
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self.dead_letters = 0
@@ -103,21 +118,22 @@ class FileSource(BaseSource[FileSourceConfig]):
         return type(self)(self.config, share=(index, count))
 
     def snapshot(self) -> dict[str, Any]:
-        """``{"offsets": {file: bytes handed out}, "heads": {file: [bytes, sha1]}}``."""
+        """``{"offsets": {file: bytes handed out}, "marks": {file: [head sha1, tail sha1]}}``."""
         return {"offsets": dict(self.offsets),
-                "heads": {name: list(head) for name, head in self.heads.items()}}
+                "marks": {name: list(marks) for name, marks in self.marks.items()}}
 
     def restore(self, state: Any) -> None:
-        self._seen = {}  # every file's first bytes are checked again
+        self._seen = {}  # every file's fingerprints are checked again
         if state is None:
-            self.offsets, self.heads = {}, {}
+            self.offsets, self.marks = {}, {}
             return
-        if not isinstance(state, dict) or not isinstance(state.get("offsets"), dict):
-            raise TypeError(f"a file-source position is a dict of offsets and heads, not "
-                            f"{state!r:.80}")
+        if not isinstance(state, dict):
+            raise TypeError(f"a file-source position is a dict, not {state!r:.80}")
+        if not isinstance(state.get("offsets"), dict):  # the first format: offsets alone
+            state = {"offsets": state}
         self.offsets = {str(name): int(offset) for name, offset in state["offsets"].items()}
-        self.heads = {str(name): (int(head[0]), str(head[1]))
-                      for name, head in state.get("heads", {}).items()}
+        self.marks = {str(name): (str(marks[0]), str(marks[1]))
+                      for name, marks in state.get("marks", {}).items()}
 
     def stop_reading(self) -> None:
         """A drain: the read in progress returns what it has, later reads return None."""
@@ -139,8 +155,10 @@ class FileSource(BaseSource[FileSourceConfig]):
         return [] if self.config.follow and not self._stopping else None
 
     def _advance(self, found: _Found) -> None:
+        """What a scan found becomes the source's state (a scan that failed changes none)."""
         self.offsets.update(found.offsets)
-        self.heads.update(found.heads)
+        self.marks.update(found.marks)
+        self._seen.update(found.seen)
 
     async def _pause(self) -> None:
         if self._wake is None:
@@ -172,6 +190,7 @@ class FileSource(BaseSource[FileSourceConfig]):
 
     def _scan(self, max_events: int) -> _Found:
         found = _Found([], {})
+        inodes = {seen[:2]: name for name, seen in self._seen.items()}  # at the last scan
         budget = self.config.chunk_size
         whole = self.config.value_format == "bytes"
         for name, path in self._files():
@@ -181,51 +200,53 @@ class FileSource(BaseSource[FileSourceConfig]):
                 if name not in self.offsets:  # each file is read once, when first seen
                     budget -= self._read_whole(name, path, found)
                 continue
-            offset = self._offset(name, path, found)
+            offset = self._offset(name, path, found, inodes)
             if offset is None:
                 continue
-            size = self._seen[name][2]
-            if size > offset:
+            if found.seen[name][2] > offset:
                 budget -= self._read_lines(name, path, offset, max_events, budget, found)
             end = found.offsets.get(name, offset)
-            head = found.heads.get(name, self.heads.get(name))
-            if end and (head is None or head[0] < min(HEAD, end)):
-                new_head = _head(path, min(HEAD, end))
-                if new_head is not None:
-                    found.heads[name] = new_head
+            if end and (end != self.offsets.get(name) or name not in self.marks):
+                marks = _marks(path, end)
+                if marks is not None:
+                    found.marks[name] = marks
         return found
 
-    def _offset(self, name: str, path: Path, found: _Found) -> int | None:
-        """Where to read ``name`` from: its offset, unless the file under that name is
-        another now (then 0, or where a replaced file with the same first bytes was); None
-        if it is gone."""
+    def _offset(self, name: str, path: Path, found: _Found,
+                inodes: dict[tuple[int, int], str]) -> int | None:
+        """Where to read ``name`` from: where the file under it was read to (under this name
+        or, renamed, under the one it had at the last scan); 0 for a file new to the source
+        or another file under a known name; None if it is gone."""
         try:
             stat = path.stat()
         except FileNotFoundError:
             return None
-        seen = (stat.st_dev, stat.st_ino, stat.st_size)
-        changed = self._seen.get(name) != seen
-        self._seen[name] = seen
-        offset = self.offsets.get(name, 0)
-        if not changed:
-            return offset
-        head = self.heads.get(name)
-        if offset and (stat.st_size < offset or head is None or _head(path, head[0]) != head):
-            log.warning("%s: %s is another file now (replaced, rotated or rewritten); reading "
-                        "it from the start", self.kind, path)
-            if head is not None:
-                self._retired = [*self._retired[-(RETIRED - 1):], (head, offset)]
-            offset = found.offsets[name] = 0
-            found.heads.pop(name, None)
-            self.heads.pop(name, None)
-        if offset == 0:
-            for index, (old_head, old_offset) in enumerate(self._retired):
-                if stat.st_size >= old_offset and _head(path, old_head[0]) == old_head:
-                    del self._retired[index]  # the replaced file, under a new name
-                    offset = found.offsets[name] = old_offset
-                    found.heads[name] = old_head
-                    break
+        seen = found.seen[name] = (stat.st_dev, stat.st_ino, stat.st_size)
+        before = self._seen.get(name)
+        offset = self.offsets.get(name)
+        if before is None or before[:2] != seen[:2]:  # a name new to this run, or a new inode
+            renamed = inodes.get(seen[:2])
+            if renamed is not None and renamed != name and renamed in self.offsets:
+                found.offsets[name] = self.offsets[renamed]
+                marks = self.marks.get(renamed)
+                if marks is not None:
+                    found.marks[name] = marks
+                return self.offsets[renamed]
+            if before is not None and offset:
+                return self._again(name, path, found, "replaced (a new inode)")
+        if not offset or before == seen:
+            return offset or 0
+        if stat.st_size < offset:
+            return self._again(name, path, found, f"truncated below offset {offset}")
+        if self.marks.get(name) not in (None, _marks(path, offset)):
+            return self._again(name, path, found, "rewritten" if before is not None
+                               else "replaced while the source was away")
         return offset
+
+    def _again(self, name: str, path: Path, found: _Found, why: str) -> int:
+        log.warning("%s: %s was %s; reading it from the start", self.kind, path, why)
+        found.offsets[name] = 0
+        return 0
 
     def _read_whole(self, name: str, path: Path, found: _Found) -> int:
         """One file as one event (or a dead letter if it is too large); the bytes read."""
@@ -249,7 +270,11 @@ class FileSource(BaseSource[FileSourceConfig]):
         limit = self.config.max_line_bytes
         encoding = self.config.encoding
         start = offset
-        with path.open("rb") as file:
+        try:
+            file = path.open("rb")
+        except FileNotFoundError:  # gone since it was listed
+            return 0
+        with file:
             file.seek(offset)
             while len(found.events) < max_events and offset - start < budget:
                 raw = file.readline(limit + 1)
