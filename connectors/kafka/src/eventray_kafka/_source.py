@@ -155,16 +155,14 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         stopping = asyncio.ensure_future(self._stop_requested.wait())
         try:
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled: no consumer may outlive this
+            await _abandon(starting)
+            raise
         finally:
             stopping.cancel()
             await asyncio.gather(stopping, return_exceptions=True)
-            if not starting.done():
-                starting.cancel()  # start_client stops a client it could not start
-                await asyncio.gather(starting, return_exceptions=True)
-        if starting.cancelled():
-            return
-        if self._stop_requested.is_set():  # it started as the drain began: not needed
-            await starting.result().stop()
+        if not starting.done() or self._stop_requested.is_set():  # a drain began: not needed
+            await _abandon(starting)
             return
         self._consumer = starting.result()
         if self.config.group_id is None:
@@ -324,6 +322,14 @@ def record_events(records: list[ConsumerRecord[bytes, bytes]], decode: Callable[
             failure = letter(value, f"{describe(exc)} ({where})", kind, key, record.timestamp)
             events.append(Event(failure, key, record.timestamp, None, position))
     return events
+
+
+async def _abandon(starting: asyncio.Future[AIOKafkaConsumer]) -> None:
+    """Cancel a consumer's start; stop the consumer if it started all the same."""
+    starting.cancel()
+    outcome = (await asyncio.gather(starting, return_exceptions=True))[0]
+    if isinstance(outcome, AIOKafkaConsumer):
+        await outcome.stop()
 
 
 def _names(partitions: Any) -> str:
