@@ -126,21 +126,28 @@ def test_bad_failover_options_fail_at_connect(field: str) -> None:
     assert info.value.field == field
 
 
+async def paced_long(x: int) -> int:
+    if x % 200 == 0:
+        await asyncio.sleep(0.05)  # about 15 s in all: the job outlives two restores, even
+    return x  # on a loaded machine (it fails at the second death, long before its end)
+
+
 async def test_a_stage_that_dies_past_max_restarts_fails_the_job() -> None:
     namespace = f"failover-{uuid.uuid4().hex[:8]}"
     async with er.connect("ray", namespace=namespace, max_restarts=1) as bus:
         job = await (
-            bus.from_source(ListSource(values=list(range(N)))).map(paced)
+            bus.from_source(ListSource(values=list(range(N)))).map(paced_long)
             .map(lambda x: (x % KEYS, x)).key_by(lambda kv: kv[0])
             .reduce(lambda a, b: (a[0], a[1] + b[1])).sink(lambda kv: None)
             .run("failover", parallelism=2, checkpoint_interval=0.2,
                  checkpoint_store=er.MemoryStore())
         )
         for restarts in (1, 2):
-            for _ in range(400):
+            for _ in range(1500):
                 if job.metrics().get("failover.reduce.0", {}).get("restarts") == restarts - 1:
                     break
                 await asyncio.sleep(0.02)
+            assert not job.done, "the job ended before its stage could be killed again"
             ray.kill(ray.get_actor("failover.reduce.0", namespace=namespace),
                      no_restart=False)
         with pytest.raises(er.StageFailed, match=r"failover\.reduce\.0"):
