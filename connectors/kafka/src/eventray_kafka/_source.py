@@ -156,7 +156,12 @@ class KafkaSource(BaseSource[KafkaSourceConfig]):
         try:
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # cancelled: no consumer may outlive this
-            await _abandon(starting)
+            cleanup = asyncio.ensure_future(_abandon(starting))
+            while not cleanup.done():  # finish it even if cancelled again meanwhile
+                try:
+                    await asyncio.shield(cleanup)
+                except asyncio.CancelledError:
+                    continue
             raise
         finally:
             stopping.cancel()
